@@ -1,0 +1,123 @@
+"""Run state as plain data: the status vocabulary, the decoded state of a Job, and the run record.
+
+``Status`` is Polysync's vocabulary and is what callers branch on; ``Phase`` says more (queued,
+stalled, terminating, lost) without breaking callers that only know the six statuses. Nothing
+here does I/O or reads the clock: callers pass ``now``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+
+HISTORY_LIMIT = 50
+
+
+class Status(StrEnum):
+    STARTING = "Starting"
+    RUNNING = "Running"
+    SUCCESS = "Success"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+    UNKNOWN = "Unknown"
+
+
+class Phase(StrEnum):
+    SUBMITTING = "Submitting"  # row written, Job not yet created (or creation not yet confirmed)
+    PENDING = "Pending"  # Job created, no pod running yet
+    QUEUED = "Queued"  # suspended by a queueing system (Kueue) before admission or after preemption
+    STALLED = "Stalled"  # a pod waits on image pull / scheduling longer than STALL_AFTER_SECONDS
+    RUNNING = "Running"
+    SUCCEEDING = "Succeeding"  # SuccessCriteriaMet=True, pods still terminating
+    FAILING = "Failing"  # FailureTarget=True, pods still terminating
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    CANCELLING = "Cancelling"  # cancel requested, Job or its pods not gone yet
+    CANCELLED = "Cancelled"
+    LOST = "Lost"  # the Job vanished without a terminal state or a cancel of ours
+
+
+TERMINAL_STATUSES = frozenset({Status.SUCCESS, Status.FAILED, Status.CANCELLED})
+TERMINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED, Phase.LOST})
+
+
+@dataclass(frozen=True)
+class RunState:
+    """What a Job's status means for its run, with the condition or pod state that decided it."""
+
+    status: Status
+    phase: Phase
+    reason: str | None = None
+    message: str | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.phase in TERMINAL_PHASES
+
+
+@dataclass
+class Run:
+    """One run as stored: the created Job, its last decoded state and how it got there."""
+
+    run_id: str  # == the created Job's metadata.name (Polysync's RunId)
+    namespace: str
+    external_id: str
+    status: Status = Status.STARTING
+    phase: Phase = Phase.SUBMITTING
+    reason: str | None = None
+    message: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    idempotency_key: str | None = None
+    # [{"name", "value", "dataType", "direction"}]; Secret values already redacted.
+    parameters: list[dict] = field(default_factory=list)
+    attributes: dict = field(default_factory=dict)
+    source: str = "job"  # "job" (cloned from the source Job) | "fallback" (built from attributes) | "rerun"
+    source_resource_version: str | None = None
+    spec_hash: str | None = None
+    cancel_requested_at: datetime | None = None
+    missing_sweeps: int = 0  # consecutive sweeps that did not find the Job
+    history: list[dict] = field(default_factory=list)  # [{"at", "status", "phase", "reason"}], bounded
+    diagnostics: dict | None = None
+    etag: str | None = None  # Table Storage ETag of the stored row; None before the first write
+
+    @property
+    def terminal(self) -> bool:
+        return self.phase in TERMINAL_PHASES
+
+    @property
+    def state(self) -> RunState:
+        return RunState(self.status, self.phase, self.reason, self.message)
+
+
+def apply_state(run: Run, state: RunState, now: datetime) -> Run | None:
+    """The run after moving to ``state``, or None when nothing a caller can see changed.
+
+    A terminal run never changes again (the first terminal state wins); a transition is
+    appended to the bounded history.
+    """
+    if run.terminal:
+        return None
+    if run.state == state:
+        return None
+    history = [*run.history, {"at": now.isoformat(), "status": str(state.status), "phase": str(state.phase),
+                              "reason": state.reason}][-HISTORY_LIMIT:]
+    started_at = run.started_at
+    if started_at is None and state.phase in (Phase.RUNNING, Phase.SUCCEEDING, Phase.FAILING,
+                                                Phase.SUCCEEDED, Phase.FAILED):
+        started_at = now
+    return replace(
+        run,
+        status=state.status,
+        phase=state.phase,
+        reason=state.reason,
+        message=state.message,
+        updated_at=now,
+        started_at=started_at,
+        finished_at=now if state.phase in TERMINAL_PHASES else None,
+        missing_sweeps=0,
+        history=history,
+    )

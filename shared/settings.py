@@ -1,0 +1,226 @@
+"""The one settings loader.
+
+Every app setting the project reads is declared in ``SETTINGS`` below, with its default and how it
+is parsed. ``load_settings`` validates all of them at once and reports every missing or malformed
+value by name in a single ``SettingsError``, so an operator fixes a deployment in one pass instead
+of one restart per typo. Values are never echoed back for settings that may hold secrets.
+
+Infra checks (tests/test_infra_settings.py) read ``SETTINGS`` to prove that Bicep and
+``local.settings.sample.json`` set exactly the settings the app reads.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from shared.errors import SettingsError
+
+CREDENTIAL_MODES = ("admin", "user", "kubeconfig")
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    name: str
+    description: str
+    default: str | None = None
+    secret: bool = False
+    # Settings only meaningful on a developer machine; Bicep need not set them.
+    local_only: bool = False
+
+
+SETTINGS: tuple[SettingSpec, ...] = (
+    SettingSpec("AKS_SUBSCRIPTION_ID", "Subscription id of the AKS cluster (admin and user modes)."),
+    SettingSpec("AKS_RESOURCE_GROUP", "Resource group of the AKS cluster (admin and user modes)."),
+    SettingSpec("AKS_CLUSTER_NAME", "Name of the AKS managed cluster (admin and user modes)."),
+    SettingSpec("AKS_NAMESPACE", "Namespace whose Jobs are discovered and run.", default="default"),
+    SettingSpec(
+        "AKS_CREDENTIAL_MODE",
+        "admin (admin kubeconfig via ARM) | user (user kubeconfig + Entra token) | kubeconfig (local file).",
+        default="admin",
+    ),
+    SettingSpec("KUBECONFIG", "kubeconfig file for AKS_CREDENTIAL_MODE=kubeconfig.", local_only=True),
+    SettingSpec("KUBECONFIG_CONTEXT", "Context inside KUBECONFIG (default: its current-context).", local_only=True),
+    SettingSpec("ARM_ENDPOINT", "Azure Resource Manager endpoint.", default="https://management.azure.com"),
+    SettingSpec("AZURE_CLIENT_ID", "Client id of the user-assigned managed identity."),
+    SettingSpec(
+        "RUNS_TABLE_CONNECTION_STRING",
+        "Table Storage connection string (Azurite or account keys); local use.",
+        secret=True,
+        local_only=True,
+    ),
+    SettingSpec("RUNS_TABLE_ENDPOINT", "Table service endpoint, used with the managed identity."),
+    SettingSpec("RUNS_TABLE_NAME", "Table holding run state.", default="aksjobruns"),
+    SettingSpec("ALLOWED_NAMESPACES", "Comma-separated namespaces callers may use (default: AKS_NAMESPACE only)."),
+    SettingSpec("SWEEP_SCHEDULE", "NCRONTAB schedule of the sweep timer (six fields).", default="*/30 * * * * *"),
+    SettingSpec("EVENTGRID_TOPIC_ENDPOINT", "Event Grid topic endpoint for run status events (optional)."),
+    SettingSpec("EVENTGRID_TOPIC_KEY", "Event Grid topic access key (optional; managed identity otherwise).",
+                secret=True, local_only=True),
+    SettingSpec("STALL_AFTER_SECONDS", "Seconds a pod may wait (image pull, scheduling) before Stalled.", default="300"),
+    SettingSpec("JOB_TTL_SECONDS_AFTER_FINISHED",
+                "ttlSecondsAfterFinished for created Jobs when the source sets none.", default="86400"),
+    SettingSpec("CREDENTIAL_TTL_SECONDS", "How long a fetched kubeconfig is reused.", default="3600"),
+    SettingSpec("KUBE_REQUEST_TIMEOUT_SECONDS", "Timeout of one Kubernetes API request.", default="30"),
+)
+
+_SPECS = {s.name: s for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    subscription_id: str | None = None
+    resource_group: str | None = None
+    cluster_name: str | None = None
+    namespace: str = "default"
+    credential_mode: str = "admin"
+    kubeconfig_path: str | None = None
+    kubeconfig_context: str | None = None
+    arm_endpoint: str = "https://management.azure.com"
+    azure_client_id: str | None = None
+    runs_table_connection_string: str | None = field(default=None, repr=False)
+    runs_table_endpoint: str | None = None
+    runs_table_name: str = "aksjobruns"
+    allowed_namespaces: tuple[str, ...] = ("default",)
+    sweep_schedule: str = "*/30 * * * * *"
+    eventgrid_topic_endpoint: str | None = None
+    eventgrid_topic_key: str | None = field(default=None, repr=False)
+    stall_after_seconds: int = 300
+    job_ttl_seconds_after_finished: int | None = 86400
+    credential_ttl_seconds: int = 3600
+    kube_request_timeout_seconds: float = 30.0
+
+    @property
+    def cluster_resource_id(self) -> str:
+        return (
+            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
+            f"/providers/Microsoft.ContainerService/managedClusters/{self.cluster_name}"
+        )
+
+    @property
+    def monitor_url(self) -> str:
+        """Polysync's AKS monitor URL: the cluster's Workloads blade in the Azure portal."""
+        return f"https://portal.azure.com/#resource{self.cluster_resource_id}/workloads"
+
+    @property
+    def cluster_key(self) -> str:
+        """Identifies the cluster a client is built for (cache key; never holds a secret)."""
+        if self.credential_mode == "kubeconfig":
+            return f"kubeconfig:{self.kubeconfig_path}:{self.kubeconfig_context or ''}"
+        return f"{self.credential_mode}:{self.arm_endpoint}{self.cluster_resource_id}"
+
+
+def _int(problems: list[str], name: str, raw: str, *, minimum: int = 0) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        problems.append(f"{name} must be a whole number (got {raw!r})")
+        return 0
+    if value < minimum:
+        problems.append(f"{name} must be at least {minimum} (got {value})")
+    return value
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate every app setting; raise one SettingsError naming all problems."""
+    env = os.environ if env is None else env
+    problems: list[str] = []
+
+    def get(name: str) -> str | None:
+        raw = env.get(name)
+        if raw is None or raw.strip() == "":
+            return _SPECS[name].default
+        return raw.strip()
+
+    mode = (get("AKS_CREDENTIAL_MODE") or "admin").lower()
+    if mode not in CREDENTIAL_MODES:
+        problems.append(f"AKS_CREDENTIAL_MODE must be one of {', '.join(CREDENTIAL_MODES)} (got {mode!r})")
+
+    if mode in ("admin", "user"):
+        for name in ("AKS_SUBSCRIPTION_ID", "AKS_RESOURCE_GROUP", "AKS_CLUSTER_NAME"):
+            if not get(name):
+                problems.append(f"{name} is required when AKS_CREDENTIAL_MODE={mode}")
+    if mode == "kubeconfig" and not get("KUBECONFIG"):
+        problems.append("KUBECONFIG is required when AKS_CREDENTIAL_MODE=kubeconfig")
+
+    namespace = get("AKS_NAMESPACE") or "default"
+    if not _DNS1123_LABEL.match(namespace):
+        problems.append(f"AKS_NAMESPACE must be a DNS-1123 label (got {namespace!r})")
+    allowed_raw = get("ALLOWED_NAMESPACES")
+    allowed = tuple(n.strip() for n in allowed_raw.split(",") if n.strip()) if allowed_raw else (namespace,)
+    for n in allowed:
+        if not _DNS1123_LABEL.match(n):
+            problems.append(f"ALLOWED_NAMESPACES holds {n!r}, which is not a DNS-1123 label")
+    if namespace not in allowed:
+        allowed = (namespace, *allowed)
+
+    arm = (get("ARM_ENDPOINT") or "").rstrip("/")
+    if not arm.startswith("https://"):
+        problems.append("ARM_ENDPOINT must be an https:// URL")
+
+    conn = get("RUNS_TABLE_CONNECTION_STRING")
+    endpoint = get("RUNS_TABLE_ENDPOINT")
+    if not conn and not endpoint:
+        problems.append("RUNS_TABLE_CONNECTION_STRING or RUNS_TABLE_ENDPOINT is required")
+    if endpoint and not endpoint.startswith(("https://", "http://")):
+        problems.append("RUNS_TABLE_ENDPOINT must be a URL")
+    table = get("RUNS_TABLE_NAME") or "aksjobruns"
+    if not _TABLE_NAME.match(table):
+        problems.append(f"RUNS_TABLE_NAME must be 3-63 letters or digits, starting with a letter (got {table!r})")
+
+    topic = get("EVENTGRID_TOPIC_ENDPOINT")
+    if topic and not topic.startswith("https://"):
+        problems.append("EVENTGRID_TOPIC_ENDPOINT must be an https:// URL")
+
+    schedule = get("SWEEP_SCHEDULE") or ""
+    if len(schedule.split()) != 6:
+        problems.append(f"SWEEP_SCHEDULE must be an NCRONTAB expression with six fields (got {schedule!r})")
+
+    stall = _int(problems, "STALL_AFTER_SECONDS", get("STALL_AFTER_SECONDS") or "300")
+    ttl_raw = get("JOB_TTL_SECONDS_AFTER_FINISHED")
+    ttl = None if ttl_raw in (None, "", "none") else _int(problems, "JOB_TTL_SECONDS_AFTER_FINISHED", ttl_raw)
+    cred_ttl = _int(problems, "CREDENTIAL_TTL_SECONDS", get("CREDENTIAL_TTL_SECONDS") or "3600", minimum=1)
+    timeout_raw = get("KUBE_REQUEST_TIMEOUT_SECONDS") or "30"
+    try:
+        timeout = float(timeout_raw)
+        if timeout <= 0:
+            raise ValueError
+    except ValueError:
+        problems.append(f"KUBE_REQUEST_TIMEOUT_SECONDS must be a positive number (got {timeout_raw!r})")
+        timeout = 30.0
+
+    if problems:
+        raise SettingsError(problems)
+
+    return Settings(
+        subscription_id=get("AKS_SUBSCRIPTION_ID"),
+        resource_group=get("AKS_RESOURCE_GROUP"),
+        cluster_name=get("AKS_CLUSTER_NAME"),
+        namespace=namespace,
+        credential_mode=mode,
+        kubeconfig_path=get("KUBECONFIG"),
+        kubeconfig_context=get("KUBECONFIG_CONTEXT"),
+        arm_endpoint=arm,
+        azure_client_id=get("AZURE_CLIENT_ID"),
+        runs_table_connection_string=conn,
+        runs_table_endpoint=endpoint,
+        runs_table_name=table,
+        allowed_namespaces=allowed,
+        sweep_schedule=schedule,
+        eventgrid_topic_endpoint=topic,
+        eventgrid_topic_key=get("EVENTGRID_TOPIC_KEY"),
+        stall_after_seconds=stall,
+        job_ttl_seconds_after_finished=ttl,
+        credential_ttl_seconds=cred_ttl,
+        kube_request_timeout_seconds=timeout,
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, validated once. Tests call ``get_settings.cache_clear()``."""
+    return load_settings()
