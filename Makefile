@@ -21,7 +21,7 @@ run: setup
 	$(PY) -m tools.devhost
 
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 lint: setup
 	$(PY) -m ruff check .

@@ -36,6 +36,7 @@ class Phase(StrEnum):
     CANCELLING = "Cancelling"  # cancel requested, Job or its pods not gone yet
     CANCELLED = "Cancelled"
     LOST = "Lost"  # the Job vanished without a terminal state or a cancel of ours
+    UNKNOWN = "Unknown"  # a Job state this app does not recognise
 
 
 TERMINAL_STATUSES = frozenset({Status.SUCCESS, Status.FAILED, Status.CANCELLED})
@@ -82,6 +83,9 @@ class Run:
     missing_sweeps: int = 0  # consecutive sweeps that did not find the Job
     history: list[dict] = field(default_factory=list)  # [{"at", "status", "phase", "reason"}], bounded
     diagnostics: dict | None = None
+    # The Job as rendered and sent (Secret values appear only as secretKeyRefs): lets a submit whose
+    # create was never confirmed be retried with the very same spec, and a rerun reproduce it.
+    rendered_job: dict | None = None
     etag: str | None = None  # Table Storage ETag of the stored row; None before the first write
 
     @property
