@@ -5,7 +5,7 @@ is parsed. ``load_settings`` validates all of them at once and reports every mis
 value by name in a single ``SettingsError``, so an operator fixes a deployment in one pass instead
 of one restart per typo. Values are never echoed back for settings that may hold secrets.
 
-Infra checks (tests/test_infra_settings.py) read ``SETTINGS`` to prove that Bicep and
+Infra checks (tests/test_infra.py) read ``SETTINGS`` to prove that Bicep and
 ``local.settings.sample.json`` set exactly the settings the app reads.
 """
 
