@@ -4,4 +4,6 @@ pytest_plugins = [
     "tests.fixtures.azurite",
     "tests.fixtures.kubesim",
     "tests.fixtures.arm",
+    "tests.fixtures.app",
+    "tests.fixtures.eventgrid",
 ]

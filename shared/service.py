@@ -1,0 +1,433 @@
+"""The use cases: discover, submit, status, cancel, sweep.
+
+Each use case is a method of ``RunService``, which holds the three things they need: the settings,
+the run store (Table Storage) and a Kubernetes facade (built lazily: listing runs or reading one
+never needs cluster credentials). The promises they keep, and how:
+
+- **Submit is safe to receive twice.** An idempotency key gives a deterministic Job name and is
+  claimed atomically together with the run row; a second submit with the key returns the first
+  run. The row is written before the Job is created, so a crash never leaves a Job no row knows;
+  a create that fails for good turns the row Failed with the reason; a create whose outcome is
+  unknown (timeout) leaves the row ``Submitting`` and the sweep adopts the Job if it appears or
+  gives up on it after two sweeps. A 409 on create for a Job carrying this run's label is our own
+  earlier attempt and is adopted.
+- **Cancel intent is recorded before the delete**, so the sweep tells our cancel from a Kueue
+  suspension or a Job deleted behind our back.
+- **The sweep costs O(namespaces), not O(runs)**: per namespace one query of the active markers,
+  one labelled Job LIST (500 per page) and, only when some run needs it, one labelled pod LIST.
+  It writes only the runs whose state changed, each with its ETag; a write that lost a race
+  re-reads the run and re-applies, so racing sweeps and cancels never lose a transition.
+
+Nothing here knows HTTP: ``shared.api`` parses requests and renders answers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from functools import cached_property
+
+from shared.errors import AppError, Conflict, NotFound, UpstreamError, ValidationFailed
+from shared.kube import discovery, jobspec
+from shared.kube.errors import KubeConflict, KubeError, KubeInvalid, KubeNotFound
+from shared.kube.status import decode_job_status
+from shared.runs.model import Phase, Run, RunState, Status, apply_state
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MISSING_SWEEPS_BEFORE_LOST = 2
+SAVE_ATTEMPTS = 5
+POD_SELECTOR_MAX_RUNS = 50  # above this, list every run pod instead of naming runs in the selector
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class SubmitRequest:
+    external_id: str
+    namespace: str
+    parameters: list[jobspec.Parameter] = field(default_factory=list)
+    ignored_parameters: list[str] = field(default_factory=list)
+    attributes: dict = field(default_factory=dict)
+    idempotency_key: str | None = None
+
+
+@dataclass
+class SubmitResult:
+    run: Run
+    created: bool  # False when an earlier submit with the same idempotency key is returned
+    ignored_parameters: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SweepSummary:
+    namespaces: int = 0
+    runs_seen: int = 0
+    changed: int = 0
+    kube_requests: int = 0
+    table_operations: int = 0
+    duration_ms: float = 0.0
+    transitions: list[dict] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "namespaces": self.namespaces,
+            "runsSeen": self.runs_seen,
+            "changed": self.changed,
+            "kubeRequests": self.kube_requests,
+            "tableOperations": self.table_operations,
+            "durationMs": round(self.duration_ms, 1),
+        }
+
+
+class RunService:
+    def __init__(self, settings: Settings, store, *, kube_factory: Callable[[], object] | None = None,
+                 clock: Callable[[], datetime] = utcnow):
+        self.settings = settings
+        self.store = store
+        self._kube_factory = kube_factory
+        self.clock = clock
+
+    @cached_property
+    def kube(self):
+        if self._kube_factory is not None:
+            return self._kube_factory()
+        from shared.kube.client import KubeClient
+        from shared.kube.credentials import connector_for
+
+        return KubeClient(connector_for(self.settings), timeout=self.settings.kube_request_timeout_seconds)
+
+    # ------------------------------------------------------------ discovery
+
+    def discover(self, namespace: str) -> list[dict]:
+        return discovery.discover_source_jobs(self.kube, namespace)
+
+    def describe(self, namespace: str, external_id: str) -> dict:
+        return discovery.describe_source_job(discovery.read_source_job(self.kube, namespace, external_id))
+
+    # --------------------------------------------------------------- submit
+
+    def submit(self, req: SubmitRequest) -> SubmitResult:
+        if req.idempotency_key:
+            existing = self.store.get_run_by_idempotency_key(req.namespace, req.idempotency_key)
+            if existing is not None:
+                return self._resume_if_unconfirmed(existing, req)
+
+        template, source, source_rv = self._template_for(req)
+        run_id = jobspec.run_job_name(req.external_id, req.idempotency_key, reserve=_index_reserve(template))
+        rendered = jobspec.render_run_job(
+            template, run_id=run_id, namespace=req.namespace, external_id=req.external_id,
+            parameters=req.parameters, idempotency_key=req.idempotency_key,
+            ttl_seconds_after_finished=self.settings.job_ttl_seconds_after_finished,
+        )
+        now = self.clock()
+        run = Run(
+            run_id=run_id, namespace=req.namespace, external_id=req.external_id,
+            status=Status.STARTING, phase=Phase.SUBMITTING, reason="Submitting",
+            created_at=now, updated_at=now, idempotency_key=req.idempotency_key,
+            parameters=[p.to_record() for p in req.parameters], attributes=dict(req.attributes),
+            source=source, source_resource_version=source_rv, spec_hash=rendered.spec_hash,
+            history=[{"at": now.isoformat(), "status": str(Status.STARTING), "phase": str(Phase.SUBMITTING),
+                      "reason": "Submitting"}],
+            rendered_job=rendered.job,  # Secret values are secretKeyRefs in it, never literals
+        )
+        from shared.runs.store import IdempotencyKeyTaken
+
+        try:
+            run = self.store.create_run(run)
+        except IdempotencyKeyTaken as taken:
+            existing = self.store.get_run(req.namespace, taken.run_id)
+            if existing is None:
+                raise Conflict("A run with this idempotency key is being created; retry shortly",
+                               field="idempotencyKey") from None
+            return SubmitResult(existing, created=False, ignored_parameters=req.ignored_parameters)
+        run = self._create_job(run, rendered)
+        return SubmitResult(run, created=True, ignored_parameters=req.ignored_parameters)
+
+    def _template_for(self, req: SubmitRequest) -> tuple[dict, str, str | None]:
+        """The source Job cloned, or the fallback spec when it is gone and attributes allow one."""
+        try:
+            source = discovery.read_source_job(self.kube, req.namespace, req.external_id)
+        except NotFound:
+            if not req.attributes:
+                raise NotFound(
+                    f"Source Job {req.external_id!r} not found in namespace {req.namespace!r}, and no "
+                    "fallback attributes were given: set containerImage / containerCommand / "
+                    "containerArgs to run it without a source Job",
+                    field="externalId") from None
+            return jobspec.fallback_job(req.external_id, req.attributes), "fallback", None
+        return jobspec.clone_source_job(source), "job", (source.get("metadata") or {}).get("resourceVersion")
+
+    def _create_job(self, run: Run, rendered) -> Run:
+        """Create the Job for a written run row; the row ends Starting, Failed, or (outcome unknown)
+        Submitting for the sweep to settle."""
+        try:
+            job = self.kube.create_job(run.namespace, rendered.job)
+        except KubeConflict:
+            job = self._adoptable_job(run)
+            if job is None:
+                return self._fail(run, "NameConflict",
+                                  f"A Job named {run.run_id!r} exists and does not belong to this run")
+        except KubeInvalid as err:
+            self._fail(run, "JobRejected", _invalid_message(err))
+            raise ValidationFailed(f"Kubernetes rejected the Job: {_invalid_message(err)}",
+                                   field=_invalid_field(err), details={"runId": run.run_id}) from err
+        except KubeError as err:
+            if err.retryable:
+                # Outcome unknown: the create may have landed. Keep the row Submitting; a retried
+                # submit with the same key, or the sweep, settles it.
+                log.warning("create of Job %s not confirmed: %s", run.run_id, err.message)
+                raise UpstreamError(f"The cluster did not confirm the Job's creation ({err.message}); "
+                                    "retry with the same idempotency key", details={"runId": run.run_id}) from err
+            self._fail(run, "CreateFailed", err.message)
+            raise UpstreamError(f"The cluster refused the Job: {err.message}",
+                                details={"runId": run.run_id}) from err
+        if rendered.secret is not None:
+            self._create_secret(run, rendered.secret, job)
+        return self._transition(run, RunState(Status.STARTING, Phase.PENDING, "JobCreated",
+                                              f"Job {run.run_id} created in namespace {run.namespace}"))
+
+    def _create_secret(self, run: Run, secret: dict, job: dict) -> None:
+        owned = dict(secret)
+        owned["metadata"] = {**secret.get("metadata", {}),
+                             "ownerReferences": [jobspec.secret_owner_reference(job)]}
+        try:
+            self.kube.create_secret(run.namespace, owned)
+        except KubeConflict:
+            pass  # our own earlier attempt
+        except KubeError as err:
+            # Without its Secret the pod can't start; remove the Job rather than leave it stuck.
+            self._delete_quietly(run)
+            self._fail(run, "SecretCreateFailed", err.message)
+            raise UpstreamError(f"Could not create the run's Secret: {err.message}",
+                                details={"runId": run.run_id}) from err
+
+    def _adoptable_job(self, run: Run) -> dict | None:
+        try:
+            job = self.kube.get_job(run.namespace, run.run_id)
+        except KubeNotFound:
+            return None
+        labels = (job.get("metadata") or {}).get("labels") or {}
+        return job if labels.get(jobspec.RUN_ID_LABEL) == run.run_id else None
+
+    def _resume_if_unconfirmed(self, run: Run, req: SubmitRequest) -> SubmitResult:
+        """A retried submit for a run whose create was never confirmed tries the create again
+        (same name, so at most one Job); any other state is simply returned."""
+        if run.phase == Phase.SUBMITTING and run.rendered_job:
+            rendered = jobspec.RenderedRun(job=run.rendered_job, secret=None, spec_hash=run.spec_hash or "")
+            if any(p.data_type == "Secret" for p in req.parameters):
+                rendered = jobspec.render_run_job(
+                    run.rendered_job, run_id=run.run_id, namespace=run.namespace,
+                    external_id=run.external_id, parameters=req.parameters,
+                    idempotency_key=run.idempotency_key,
+                    ttl_seconds_after_finished=self.settings.job_ttl_seconds_after_finished)
+            run = self._create_job(run, rendered)
+        return SubmitResult(run, created=False, ignored_parameters=req.ignored_parameters)
+
+    # ------------------------------------------------------- status, cancel
+
+    def get_run(self, run_id: str, namespace: str | None = None) -> Run:
+        for ns in ([namespace] if namespace else self.settings.allowed_namespaces):
+            run = self.store.get_run(ns, run_id)
+            if run is not None:
+                return run
+        raise NotFound(f"No run {run_id!r}", field="runId")
+
+    def list_runs(self, namespace: str, *, status: str | None = None, external_id: str | None = None,
+                  page_size: int = 50, continuation: str | None = None):
+        return self.store.list_runs(namespace, status=status, external_id=external_id,
+                                    page_size=page_size, continuation=continuation)
+
+    def cancel(self, run_id: str, namespace: str | None = None) -> tuple[Run, bool]:
+        """Record the cancel intent, then delete the Job (Background). Returns (run, changed)."""
+        run = self.get_run(run_id, namespace)
+        for _ in range(SAVE_ATTEMPTS):
+            if run.terminal:
+                return run, False
+            if run.cancel_requested_at is not None:
+                break
+            now = self.clock()
+            wanted = replace(run, cancel_requested_at=now)
+            updated = apply_state(wanted, RunState(Status.RUNNING, Phase.CANCELLING, "CancelRequested",
+                                                   "Cancel requested; the Job is being deleted"), now) or wanted
+            try:
+                run = self.store.save(updated)
+                break
+            except self._stale():
+                run = self.get_run(run_id, run.namespace)
+        self._delete_quietly(run)
+        return run, True
+
+    def _delete_quietly(self, run: Run) -> None:
+        try:
+            self.kube.delete_job(run.namespace, run.run_id, propagation="Background")
+        except KubeNotFound:
+            pass
+
+    # ---------------------------------------------------------------- sweep
+
+    def sweep(self) -> SweepSummary:
+        started = time.perf_counter()
+        kube_before = self._kube_request_total()
+        table_before = self._table_request_total()
+        summary = SweepSummary()
+        for namespace in self.settings.allowed_namespaces:
+            active = self.store.list_active(namespace)
+            summary.namespaces += 1
+            if not active:
+                continue
+            summary.runs_seen += len(active)
+            self._sweep_namespace(namespace, active, summary)
+        summary.kube_requests = self._kube_request_total() - kube_before
+        summary.table_operations = self._table_request_total() - table_before
+        summary.duration_ms = (time.perf_counter() - started) * 1000
+        log.info("sweep: %s", summary.as_dict())
+        return summary
+
+    def _sweep_namespace(self, namespace: str, active: list, summary: SweepSummary) -> None:
+        now = self.clock()
+        jobs = {job["metadata"]["name"]: job
+                for job in self.kube.list_jobs(namespace, label_selector=jobspec.run_selector(), limit=500)}
+        need_pods = [a for a in active if self._needs_pods(a, jobs.get(a.run_id), now)]
+        pods_by_run: dict[str, list[dict]] = {}
+        if need_pods:
+            selector = jobspec.run_selector()
+            if len(need_pods) <= POD_SELECTOR_MAX_RUNS:
+                selector += f",{jobspec.RUN_ID_LABEL} in ({','.join(a.run_id for a in need_pods)})"
+            for pod in self.kube.list_pods(namespace, label_selector=selector, limit=500):
+                run_label = ((pod.get("metadata") or {}).get("labels") or {}).get(jobspec.RUN_ID_LABEL)
+                if run_label:
+                    pods_by_run.setdefault(run_label, []).append(pod)
+
+        for marker in active:
+            job = jobs.get(marker.run_id)
+            pods = pods_by_run.get(marker.run_id, [])
+            if job is None and marker.cancel_requested_at is None:
+                if marker.phase == Phase.SUBMITTING and _age(marker.created_at, now) < 60:
+                    continue  # the create may still be in flight
+                if marker.missing_sweeps + 1 < MISSING_SWEEPS_BEFORE_LOST:
+                    self._note_missing(namespace, marker.run_id, summary)
+                    continue
+            state = decode_job_status(job, pods, now=now, stall_after_seconds=self.settings.stall_after_seconds,
+                                      cancel_requested=marker.cancel_requested_at is not None)
+            if (marker.status, marker.phase, marker.reason, marker.message) == (
+                    state.status, state.phase, state.reason, state.message) and marker.missing_sweeps == 0:
+                continue
+            if self._record(namespace, marker.run_id, job, pods, now, summary):
+                summary.changed += 1
+
+    def _needs_pods(self, marker, job: dict | None, now: datetime) -> bool:
+        """Pods cost a LIST; fetch them only when they can change the decoded state."""
+        if marker.cancel_requested_at is not None:
+            return True  # Cancelling ends when no pod of the run remains
+        if job is None:
+            return False
+        status = job.get("status") or {}
+        if any(c.get("status") == "True" for c in status.get("conditions") or []):
+            return False
+        if status.get("ready") or status.get("succeeded"):
+            return False
+        # Not a single ready pod: maybe waiting on an image or a node. Pods tell which.
+        return _age(marker.created_at, now) >= min(self.settings.stall_after_seconds, 30)
+
+    def _note_missing(self, namespace: str, run_id: str, summary: SweepSummary) -> None:
+        for _ in range(SAVE_ATTEMPTS):
+            run = self.store.get_run(namespace, run_id)
+            if run is None or run.terminal:
+                return
+            try:
+                self.store.save(replace(run, missing_sweeps=run.missing_sweeps + 1))
+                return
+            except self._stale():
+                continue
+
+    def _record(self, namespace: str, run_id: str, job: dict | None, pods: list[dict], now: datetime,
+                summary: SweepSummary) -> bool:
+        """Apply the decoded state to the stored run, re-reading and re-deciding on a lost race."""
+        for _ in range(SAVE_ATTEMPTS):
+            run = self.store.get_run(namespace, run_id)
+            if run is None:
+                return False
+            state = decode_job_status(job, pods, now=now, stall_after_seconds=self.settings.stall_after_seconds,
+                                      cancel_requested=run.cancel_requested_at is not None)
+            updated = apply_state(run, state, now)
+            if updated is None:
+                if run.missing_sweeps and job is not None and not run.terminal:
+                    updated = replace(run, missing_sweeps=0)
+                else:
+                    return False
+            try:
+                self.store.save(updated)
+                summary.transitions.append({"runId": run_id, "from": str(run.status), "to": str(updated.status),
+                                            "phase": str(updated.phase)})
+                return True
+            except self._stale():
+                continue
+        log.warning("run %s: gave up after %d conflicting writes; the next sweep retries", run_id, SAVE_ATTEMPTS)
+        return False
+
+    # -------------------------------------------------------------- helpers
+
+    def _transition(self, run: Run, state: RunState) -> Run:
+        for _ in range(SAVE_ATTEMPTS):
+            updated = apply_state(run, state, self.clock())
+            if updated is None:
+                return run
+            try:
+                return self.store.save(updated)
+            except self._stale():
+                fresh = self.store.get_run(run.namespace, run.run_id)
+                if fresh is None:
+                    return run
+                run = fresh
+        return run
+
+    def _fail(self, run: Run, reason: str, message: str) -> Run:
+        return self._transition(run, RunState(Status.FAILED, Phase.FAILED, reason, message))
+
+    @staticmethod
+    def _stale():
+        from shared.runs.store import StaleRun
+
+        return StaleRun
+
+    def _kube_request_total(self) -> int:
+        kube = self.__dict__.get("kube")
+        return sum(getattr(kube, "requests", {}).values()) if kube is not None else 0
+
+    def _table_request_total(self) -> int:
+        return sum(getattr(self.store, "requests", {}).values())
+
+
+def _age(created_at: datetime | None, now: datetime) -> float:
+    if created_at is None:
+        return float("inf")
+    return (now - created_at) / timedelta(seconds=1)
+
+
+def _index_reserve(template: dict) -> int:
+    spec = template.get("spec") or {}
+    if spec.get("completionMode") == "Indexed":
+        return len(f"-{max(int(spec.get('completions') or 1) - 1, 0)}")
+    return 0
+
+
+def _invalid_message(err: KubeInvalid) -> str:
+    causes = "; ".join(f"{c.get('field', '')}: {c.get('message', '')}".strip(": ") for c in err.causes[:5])
+    return causes or err.message
+
+
+def _invalid_field(err: KubeInvalid) -> str | None:
+    for cause in err.causes:
+        if cause.get("field"):
+            return cause["field"]
+    return None
+
+
+__all__ = ["AppError", "RunService", "SubmitRequest", "SubmitResult", "SweepSummary"]
