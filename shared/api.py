@@ -81,6 +81,9 @@ def reset() -> None:
     """Forget cached settings and clients (tests, and the dev host after changing settings)."""
     service.cache_clear()
     get_settings.cache_clear()
+    from shared.kube.credentials import forget_connectors
+
+    forget_connectors()
 
 
 def handle(req: func.HttpRequest, action) -> func.HttpResponse:

@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 
 MISSING_SWEEPS_BEFORE_LOST = 2
 SAVE_ATTEMPTS = 5
-POD_SELECTOR_MAX_RUNS = 50  # above this, list every run pod instead of naming runs in the selector
+POD_SELECTOR_MAX_RUNS = 50
+OUTBOX_LEASE_SECONDS = 20  # shorter than a sweep period: an event a dead sweep claimed goes out next time  # above this, list every run pod instead of naming runs in the selector
 
 
 def utcnow() -> datetime:
@@ -73,6 +74,7 @@ class SweepSummary:
     kube_requests: int = 0
     table_operations: int = 0
     duration_ms: float = 0.0
+    published: int = 0
     transitions: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -82,6 +84,7 @@ class SweepSummary:
             "changed": self.changed,
             "kubeRequests": self.kube_requests,
             "tableOperations": self.table_operations,
+            "eventsPublished": self.published,
             "durationMs": round(self.duration_ms, 1),
         }
 
@@ -102,6 +105,13 @@ class RunService:
         from shared.kube.credentials import connector_for
 
         return KubeClient(connector_for(self.settings), timeout=self.settings.kube_request_timeout_seconds)
+
+    @cached_property
+    def publisher(self):
+        """The Event Grid publisher, or None when no topic is configured (then no event is recorded)."""
+        from shared.events import publisher_for
+
+        return publisher_for(self.settings)
 
     # ------------------------------------------------------------ discovery
 
@@ -140,7 +150,7 @@ class RunService:
         from shared.runs.store import IdempotencyKeyTaken
 
         try:
-            run = self.store.create_run(run)
+            run = self.store.create_run(run, outbox=self._outbox(None, run))
         except IdempotencyKeyTaken as taken:
             existing = self.store.get_run(req.namespace, taken.run_id)
             if existing is None:
@@ -257,7 +267,7 @@ class RunService:
             updated = apply_state(wanted, RunState(Status.RUNNING, Phase.CANCELLING, "CancelRequested",
                                                    "Cancel requested; the Job is being deleted"), now) or wanted
             try:
-                run = self.store.save(updated)
+                run = self.store.save(updated, outbox=self._outbox(run, updated))
                 break
             except self._stale():
                 run = self.get_run(run_id, run.namespace)
@@ -284,6 +294,8 @@ class RunService:
                 continue
             summary.runs_seen += len(active)
             self._sweep_namespace(namespace, active, summary)
+        for namespace in self.settings.allowed_namespaces:
+            summary.published += self.publish_pending(namespace)
         summary.kube_requests = self._kube_request_total() - kube_before
         summary.table_operations = self._table_request_total() - table_before
         summary.duration_ms = (time.perf_counter() - started) * 1000
@@ -363,7 +375,7 @@ class RunService:
                 else:
                     return False
             try:
-                self.store.save(updated)
+                self.store.save(updated, outbox=self._outbox(run, updated))
                 summary.transitions.append({"runId": run_id, "from": str(run.status), "to": str(updated.status),
                                             "phase": str(updated.phase)})
                 return True
@@ -371,6 +383,50 @@ class RunService:
                 continue
         log.warning("run %s: gave up after %d conflicting writes; the next sweep retries", run_id, SAVE_ATTEMPTS)
         return False
+
+    # --------------------------------------------------------------- events
+
+    def _outbox(self, before: Run | None, after: Run) -> list[dict]:
+        """The outbox row announcing ``after``, written in the same batch as the state itself, for a
+        change of status or phase (a reason-only change is not a transition)."""
+        if self.publisher is None:
+            return []
+        if before is not None and (before.status, before.phase) == (after.status, after.phase):
+            return []
+        from shared.events import transition_event
+        from shared.runs.store import outbox_row
+
+        at = after.updated_at or after.created_at or self.clock()
+        event = transition_event(after, str(before.status) if before is not None else None,
+                                 settings=self.settings, at=at)
+        return [outbox_row(after.namespace, after.run_id, event, at)]
+
+    def publish_pending(self, namespace: str) -> int:
+        """Publish recorded events, oldest first per run; what fails stays for the next sweep.
+
+        Entries are claimed (ETag-guarded, with a lease) before publishing, so two sweeps running
+        at once never both publish one event; a publisher that died leaves a claim that expires.
+        """
+        if self.publisher is None:
+            return 0
+        from shared.events import PublishFailed
+
+        now = self.clock()
+        entries = [e for e in self.store.list_outbox(namespace)
+                   if e.claimed_until is None or e.claimed_until <= now]
+        if not entries or not self.store.claim_outbox(namespace, entries,
+                                                      now + timedelta(seconds=OUTBOX_LEASE_SECONDS)):
+            return 0
+        try:
+            self.publisher.publish([e.event for e in entries])
+            delivered = len(entries)
+        except PublishFailed as err:
+            delivered = err.delivered
+            log.warning("publishing run events failed after %d of %d: %s; the next sweep retries",
+                        delivered, len(entries), err.message)
+        if delivered:
+            self.store.delete_outbox(namespace, [e.row_key for e in entries[:delivered]])
+        return delivered
 
     # -------------------------------------------------------------- helpers
 
@@ -380,7 +436,7 @@ class RunService:
             if updated is None:
                 return run
             try:
-                return self.store.save(updated)
+                return self.store.save(updated, outbox=self._outbox(run, updated))
             except self._stale():
                 fresh = self.store.get_run(run.namespace, run.run_id)
                 if fresh is None:

@@ -102,8 +102,11 @@ class Settings:
         )
 
     @property
-    def monitor_url(self) -> str:
-        """Polysync's AKS monitor URL: the cluster's Workloads blade in the Azure portal."""
+    def monitor_url(self) -> str | None:
+        """Polysync's AKS monitor URL: the cluster's Workloads blade in the Azure portal (None for a
+        cluster reached through a local kubeconfig, which has no portal page)."""
+        if not (self.subscription_id and self.resource_group and self.cluster_name):
+            return None
         return f"https://portal.azure.com/#resource{self.cluster_resource_id}/workloads"
 
     @property

@@ -330,7 +330,7 @@ def test_list_runs_is_newest_first(run_store):
 
     assert [r["runId"] for r in runs] == sorted(minutes, key=minutes.get, reverse=True)
     assert runs[0] == {"runId": "x", "jobName": "x", "namespace": "default", "externalId": "nightly-etl",
-                       "status": "Starting", "phase": "Submitting",
+                       "status": "Starting", "phase": "Submitting", "reason": None,
                        "createdAt": (T0 + timedelta(minutes=4)).isoformat()}
     assert [r["createdAt"] for r in runs] == sorted((r["createdAt"] for r in runs), reverse=True)
     assert token is None

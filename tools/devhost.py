@@ -334,8 +334,8 @@ def main(argv: list[str] | None = None) -> int:
                    f"!!! simulator at {stack.sim.url}; nothing runs on a real cluster         !!!"]
     banner += ["", "try:",
                f"  curl -s '{url}/api/jobs?code={host.function_key}'",
-               f"  curl -s -X POST '{url}/api/jobs/nightly-report/runs?code={host.function_key}' "
-               "-H 'Content-Type: application/json' -d '{\"REPORT_DATE\": \"2026-11-26\"}'"]
+               f"  curl -s -X POST '{url}/api/jobs/nightly-etl/runs?code={host.function_key}' "
+               "-H 'Content-Type: application/json' -d '{\"BATCH_SIZE\": \"100\"}'"]
     print("\n".join(banner), flush=True)
     try:
         while True:

@@ -89,6 +89,7 @@ RUN_PREFIX = "run|"
 ACTIVE_PREFIX = "active|"
 TIME_PREFIX = "time|"
 IDEM_PREFIX = "idem|"
+OUTBOX_PREFIX = "outbox|"
 # '}' is the character after '|': "prefix <= RowKey < prefix-with-'}'" is exactly one prefix range.
 _RANGE_END = "}"
 
@@ -247,6 +248,7 @@ def run_row(run: Run) -> dict:
         "missing_sweeps": run.missing_sweeps,
         "history": _json(run.history),
         "diagnostics": None if run.diagnostics is None else _json(run.diagnostics),
+        "rendered_job": None if run.rendered_job is None else _json(run.rendered_job),
     }
 
 
@@ -278,6 +280,7 @@ def time_row(run: Run) -> dict:
         "external_id": run.external_id,
         "status": str(run.status),
         "phase": str(run.phase),
+        "reason": run.reason,
         "created_at": _utc(run.created_at),
     }
 
@@ -291,6 +294,28 @@ def idempotency_row(run: Run) -> dict:
         "run_id": run.run_id,
         "created_at": _utc_or_none(run.created_at),
     }
+
+
+def outbox_row(namespace: str, run_id: str, event: dict, at: datetime) -> dict:
+    """A transition's event waiting to be published; keys sort per run in transition order."""
+    micros = int((_utc(at) - _EPOCH) / timedelta(microseconds=1))
+    return {
+        "PartitionKey": namespace,
+        "RowKey": f"{OUTBOX_PREFIX}{run_id}|{micros:017d}|{event['id']}",
+        "kind": "outbox",
+        "run_id": run_id,
+        "event": _json(event),
+        "claimed_until": None,
+    }
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    row_key: str
+    run_id: str
+    event: dict
+    etag: str | None
+    claimed_until: datetime | None
 
 
 def new_run_rows(run: Run) -> list[dict]:
@@ -330,6 +355,7 @@ def run_from_row(row: dict, etag: str | None = None) -> Run:
         missing_sweeps=int(row.get("missing_sweeps") or 0),
         history=json.loads(row.get("history") or "[]"),
         diagnostics=None if diagnostics is None else json.loads(diagnostics),
+        rendered_job=json.loads(row["rendered_job"]) if row.get("rendered_job") else None,
         etag=etag,
     )
 
@@ -360,6 +386,7 @@ def run_summary_from_row(row: dict, namespace: str) -> dict:
         "externalId": row["external_id"],
         "status": row["status"],
         "phase": row["phase"],
+        "reason": row.get("reason"),
         "createdAt": None if created_at is None else created_at.isoformat(),
     }
 
@@ -424,6 +451,11 @@ def fit_run(run: Run) -> Run:
         run = replace(run, diagnostics={"truncated": True,
                                         "note": "diagnostics were too large for the run table"})
         row = run_row(run)
+    if run.rendered_job is not None and "rendered_job" in oversized_properties(row):
+        # A rerun then renders from the source Job again instead of replaying this exact spec.
+        run = replace(run, rendered_job=None)
+        row = run_row(run)
+        log.warning("run %s: rendered Job spec too large to keep for reruns", run.run_id)
     if _fits(row):
         return run
     oversized = oversized_properties(row)
@@ -559,14 +591,15 @@ class RunStore:
 
     # -- create --------------------------------------------------------------------------------
 
-    def create_run(self, run: Run) -> Run:
+    def create_run(self, run: Run, *, outbox: list[dict] = ()) -> Run:
         """Insert the run with its marker, time row and idempotency claim, all or nothing.
 
-        Raises IdempotencyKeyTaken(first_run_id) when the key is claimed already, RunAlreadyExists
-        when the run id is, RunTooLarge when the row cannot fit.
+        ``outbox`` rows (``outbox_row``) are inserted in the same batch: an event is recorded
+        exactly when its transition is. Raises IdempotencyKeyTaken(first_run_id) when the key is
+        claimed already, RunAlreadyExists when the run id is, RunTooLarge when the row cannot fit.
         """
         run = self.prepare_run(run)
-        operations = [("create", row) for row in new_run_rows(run)]
+        operations = [("create", row) for row in [*new_run_rows(run), *outbox]]
         try:
             answers = self._call("batch", self._table.submit_transaction, operations)
         except RunTableRefused as refused:
@@ -624,8 +657,9 @@ class RunStore:
 
     # -- save ----------------------------------------------------------------------------------
 
-    def save(self, run: Run) -> Run:
-        """Replace the run row if its ETag still matches; marker and time row follow in the same batch.
+    def save(self, run: Run, *, outbox: list[dict] = ()) -> Run:
+        """Replace the run row if its ETag still matches; marker, time row and ``outbox`` rows follow
+        in the same batch, so a transition and its event are written together or not at all.
 
         Raises StaleRun when another writer got there first (or the row is gone): re-read, re-apply.
         """
@@ -636,17 +670,18 @@ class RunStore:
         update = ("update", run_row(run),
                   {"mode": UpdateMode.REPLACE, "etag": etag, "match_condition": MatchConditions.IfNotModified})
         index_row = ("upsert", time_row(run), {"mode": UpdateMode.REPLACE})
+        events = [("upsert", row, {"mode": UpdateMode.REPLACE}) for row in outbox]
         if not run.terminal:
             answers = self._save_batch(run, [update, index_row, ("upsert", active_marker_row(run),
-                                                                {"mode": UpdateMode.REPLACE})])
+                                                                {"mode": UpdateMode.REPLACE}), *events])
         else:
             delete_marker = ("delete", {"PartitionKey": run.namespace, "RowKey": active_key(run.run_id)})
             try:
-                answers = self._save_batch(run, [update, index_row, delete_marker])
+                answers = self._save_batch(run, [update, index_row, delete_marker, *events])
             except _MissingRow:
                 # The marker went with an earlier terminal save (a terminal run saved again, e.g.
                 # with diagnostics). A missing run row fails this second batch too, as StaleRun.
-                answers = self._save_batch(run, [update, index_row])
+                answers = self._save_batch(run, [update, index_row, *events])
         return replace(run, etag=answers[0].get("etag"))
 
     def _save_batch(self, run: Run, operations: list) -> list:
@@ -656,7 +691,8 @@ class RunStore:
             if refused.status == 412:
                 raise StaleRun(run.run_id) from None
             if refused.status == 404 and refused.error_code != "TableNotFound":
-                if len(operations) == 3 and operations[2][0] == "delete":
+                if (refused.index == 2 or refused.index is None) and len(operations) >= 3 \
+                        and operations[2][0] == "delete":
                     raise _MissingRow from None
                 raise StaleRun(run.run_id) from None
             raise
@@ -677,6 +713,48 @@ class RunStore:
             active.extend(active_run_from_row(row, namespace) for row in rows)
             if not token:
                 return active
+
+    def list_outbox(self, namespace: str, *, limit: int = MAX_QUERY_PAGE) -> list[OutboxEntry]:
+        """Events recorded but not yet published, per run in transition order (one query)."""
+        if not _usable_key(namespace):
+            return []
+        rows, _ = self._query(
+            "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+            {"pk": namespace, "lo": OUTBOX_PREFIX, "hi": OUTBOX_PREFIX[:-1] + _RANGE_END},
+            limit, None)
+        return [OutboxEntry(row["RowKey"], row["run_id"], json.loads(row["event"]),
+                            row.get("_etag"), _plain_datetime(row.get("claimed_until"))) for row in rows]
+
+    def claim_outbox(self, namespace: str, entries: list[OutboxEntry], until: datetime | None) -> bool:
+        """Mark entries as being published until ``until`` (None releases them), all or none, each
+        under its ETag: of two sweeps publishing at once, one claims and the other skips."""
+        for chunk in _chunks(entries, 100):
+            operations = [("update", {"PartitionKey": namespace, "RowKey": e.row_key,
+                                      "claimed_until": None if until is None else _utc(until)},
+                           {"mode": UpdateMode.MERGE, "etag": e.etag, "match_condition": MatchConditions.IfNotModified})
+                          for e in chunk]
+            try:
+                self._call("batch", self._table.submit_transaction, operations)
+            except RunTableRefused as refused:
+                if refused.status in (404, 412):
+                    return False
+                raise
+        return True
+
+    def delete_outbox(self, namespace: str, row_keys: list[str]) -> None:
+        for chunk in _chunks(row_keys, 100):
+            operations = [("delete", {"PartitionKey": namespace, "RowKey": key}) for key in chunk]
+            try:
+                self._call("batch", self._table.submit_transaction, operations)
+            except RunTableRefused as refused:
+                if refused.status != 404:
+                    raise
+                for key in chunk:  # one was gone already: delete the rest one by one
+                    try:
+                        self._call("delete", self._table.delete_entity, namespace, key)
+                    except RunTableRefused as again:
+                        if again.status != 404:
+                            raise
 
     def list_runs(
         self,
@@ -726,7 +804,7 @@ class RunStore:
         """One query request: one page of rows and the service's continuation (None at the end)."""
         pages = self._table.query_entities(query, parameters=parameters, results_per_page=page_size
                                            ).by_page(continuation_token=token)
-        rows = self._call("query", lambda: [dict(entity) for entity in next(pages)])
+        rows = self._call("query", lambda: [{**entity, "_etag": entity.metadata.get("etag")} for entity in next(pages)])
         return rows, pages.continuation_token
 
     # -- the one place azure.core exceptions are caught ----------------------------------------
@@ -751,6 +829,11 @@ class RunStore:
                                   error_code=code, index=getattr(err, "index", None)) from err
         except AzureError as err:
             raise ServiceUnavailable("run table unreachable") from err
+
+
+def _chunks(items: list, size: int):
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
 
 
 class _MissingRow(Exception):
