@@ -399,7 +399,7 @@ class RunService:
         at = after.updated_at or after.created_at or self.clock()
         event = transition_event(after, str(before.status) if before is not None else None,
                                  settings=self.settings, at=at)
-        return [outbox_row(after.namespace, after.run_id, event, at)]
+        return [outbox_row(after.namespace, after.run_id, event, at, sequence=len(after.history))]
 
     def publish_pending(self, namespace: str) -> int:
         """Publish recorded events, oldest first per run; what fails stays for the next sweep.
@@ -414,8 +414,10 @@ class RunService:
         now = self.clock()
         entries = [e for e in self.store.list_outbox(namespace)
                    if e.claimed_until is None or e.claimed_until <= now]
-        if not entries or not self.store.claim_outbox(namespace, entries,
-                                                      now + timedelta(seconds=OUTBOX_LEASE_SECONDS)):
+        if not entries:
+            return 0
+        entries = self.store.claim_outbox(namespace, entries, now + timedelta(seconds=OUTBOX_LEASE_SECONDS))
+        if not entries:
             return 0
         try:
             self.publisher.publish([e.event for e in entries])
@@ -426,6 +428,8 @@ class RunService:
                         delivered, len(entries), err.message)
         if delivered:
             self.store.delete_outbox(namespace, [e.row_key for e in entries[:delivered]])
+        if delivered < len(entries):
+            self.store.claim_outbox(namespace, entries[delivered:], None)  # release for the next sweep
         return delivered
 
     # -------------------------------------------------------------- helpers

@@ -296,12 +296,13 @@ def idempotency_row(run: Run) -> dict:
     }
 
 
-def outbox_row(namespace: str, run_id: str, event: dict, at: datetime) -> dict:
-    """A transition's event waiting to be published; keys sort per run in transition order."""
+def outbox_row(namespace: str, run_id: str, event: dict, at: datetime, sequence: int = 0) -> dict:
+    """A transition's event waiting to be published; keys sort per run in transition order
+    (time, then ``sequence`` - the run's history length - for transitions in the same instant)."""
     micros = int((_utc(at) - _EPOCH) / timedelta(microseconds=1))
     return {
         "PartitionKey": namespace,
-        "RowKey": f"{OUTBOX_PREFIX}{run_id}|{micros:017d}|{event['id']}",
+        "RowKey": f"{OUTBOX_PREFIX}{run_id}|{micros:017d}|{sequence:04d}|{event['id']}",
         "kind": "outbox",
         "run_id": run_id,
         "event": _json(event),
@@ -725,21 +726,27 @@ class RunStore:
         return [OutboxEntry(row["RowKey"], row["run_id"], json.loads(row["event"]),
                             row.get("_etag"), _plain_datetime(row.get("claimed_until"))) for row in rows]
 
-    def claim_outbox(self, namespace: str, entries: list[OutboxEntry], until: datetime | None) -> bool:
-        """Mark entries as being published until ``until`` (None releases them), all or none, each
-        under its ETag: of two sweeps publishing at once, one claims and the other skips."""
+    def claim_outbox(self, namespace: str, entries: list[OutboxEntry], until: datetime | None
+                     ) -> list[OutboxEntry]:
+        """Mark entries as being published until ``until`` (None releases them), each under its
+        ETag: of two sweeps publishing at once, one claims and the other skips. Returns the entries
+        claimed (with their new ETags), a prefix of ``entries`` (100 per atomic batch)."""
+        claimed: list[OutboxEntry] = []
         for chunk in _chunks(entries, 100):
+            # A None property is dropped by the SDK, and a MERGE would then keep the old lease:
+            # a released entry gets a lease that ended at the epoch instead.
             operations = [("update", {"PartitionKey": namespace, "RowKey": e.row_key,
-                                      "claimed_until": None if until is None else _utc(until)},
+                                      "claimed_until": _EPOCH if until is None else _utc(until)},
                            {"mode": UpdateMode.MERGE, "etag": e.etag, "match_condition": MatchConditions.IfNotModified})
                           for e in chunk]
             try:
-                self._call("batch", self._table.submit_transaction, operations)
+                answers = self._call("batch", self._table.submit_transaction, operations)
             except RunTableRefused as refused:
                 if refused.status in (404, 412):
-                    return False
+                    break
                 raise
-        return True
+            claimed.extend(replace(e, etag=a.get("etag"), claimed_until=until) for e, a in zip(chunk, answers))
+        return claimed
 
     def delete_outbox(self, namespace: str, row_keys: list[str]) -> None:
         for chunk in _chunks(row_keys, 100):

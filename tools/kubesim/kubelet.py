@@ -1,0 +1,449 @@
+"""The node side: what the scheduler and the kubelet make of a pod, as a function of time.
+
+A pod's whole life follows from its scenario, its creation time, its restart policy and (once
+deleted) the time its containers are killed, so ``Timeline`` computes the pod status *at any
+instant* rather than stepping a state machine. That makes ``advance(3600)`` exact however
+coarsely it is stepped, and lets the controller ask "when does this pod next change?" to run
+the simulation from one change to the next.
+
+What a pod goes through (times from its creation t0):
+
+* ``unschedulable``: Pending, ``PodScheduled=False`` reason ``Unschedulable`` and a Warning
+  ``FailedScheduling`` event (repeated every 5 min) until ``recover`` (if any);
+* ``pull-backoff``: scheduled, container waiting ``ErrImagePull`` then ``ImagePullBackOff`` with
+  the kubelet's back-off (10 s doubling to 5 min) and its events (``Pulling``, Warning ``Failed``,
+  ``BackOff``, Warning ``Failed: Error: ImagePullBackOff``) until ``recover`` (if any);
+* otherwise ``ContainerCreating`` for up to 1 s, Running, and the container exits ``after``
+  seconds after t0 (0 / ``Completed``, or the scenario's code and reason with its termination
+  message). ``restartPolicy: OnFailure`` restarts a failed container in place (``restartCount``,
+  ``CrashLoopBackOff`` with back-off, ``lastState``) while ``Never`` ends the pod ``Failed``;
+* deleted: containers get SIGTERM and stop ``min(terminate, grace)`` seconds later (exit 143);
+  the pod object goes once that has happened and no finalizer is left.
+
+Deliberately not here: counting pods into Job status (``controller``) or deciding to delete
+(``deleting``). Init containers are not run; every container of a pod shares one timeline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from .clock import rfc3339, rfc3339_nano
+from .events import NODE
+from .scenarios import Scenario
+
+INF = math.inf
+HOST_IP = "10.224.0.4"
+PULL_BACKOFF_CAP = 300.0
+RESTART_BACKOFF_CAP = 300.0
+RESCHEDULE_EVERY = 300.0
+SIGTERM_EXIT = 143
+
+UNSCHEDULABLE_MESSAGE = ("0/3 nodes are available: 3 Insufficient cpu. preemption: 0/3 nodes are available: "
+                         "3 No preemption victims found for incoming pod.")
+
+
+@dataclass
+class PodPlan:
+    """The simulator's private notes on a pod it drives (never part of the API object)."""
+
+    scenario: Scenario
+    created: float
+    attempt: int = 0  # index of this pod among its Job's pods (for ``times=N``)
+    deleted_at: float | None = None
+    kill_at: float | None = None
+    by_controller: bool = False  # deleted by the Job controller for suspend/success: not a failure
+    watermark: float = -INF  # events up to this time have been recorded
+    due: float = 0.0  # next time the pod changes
+    finished_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Run:
+    """One execution of the pod's containers: [start, end) and how it ended."""
+
+    index: int
+    start: float
+    end: float | None
+    exit_code: int
+    reason: str
+    message: str
+    killed: bool = False
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    type: str
+    reason: str
+    message: str
+    component: str = "kubelet"
+    container: str | None = None
+
+
+def normalize_image(image: str) -> str:
+    name, _, digest = image.partition("@")
+    first = name.split("/", 1)[0]
+    if "/" not in name or ("." not in first and ":" not in first and first != "localhost"):
+        name = "docker.io/" + (name if "/" in name else "library/" + name)
+    if ":" not in name.rsplit("/", 1)[-1] and not digest:
+        name += ":latest"
+    return f"{name}@{digest}" if digest else name
+
+
+def image_id(image: str) -> str:
+    normalized = normalize_image(image)
+    repo = normalized.split("@", 1)[0]
+    last = repo.rsplit("/", 1)
+    if ":" in last[-1]:
+        repo = repo[: repo.rfind(":")]
+    return f"{repo}@sha256:{hashlib.sha256(normalized.encode()).hexdigest()}"
+
+
+def _hex(*parts: object) -> str:
+    return hashlib.sha256("/".join(str(p) for p in parts).encode()).hexdigest()
+
+
+def pod_ip(uid: str) -> str:
+    digest = hashlib.sha256(uid.encode()).digest()
+    return f"10.244.{digest[0]}.{max(2, digest[1])}"
+
+
+class Timeline:
+    def __init__(self, plan: PodPlan, pod: dict):
+        self.plan = plan
+        self.s = plan.scenario
+        self.t0 = plan.created
+        spec = pod.get("spec") or {}
+        self.on_failure = spec.get("restartPolicy") == "OnFailure"
+        self.containers = [c for c in spec.get("containers") or [] if isinstance(c, dict)]
+        self.names = [c.get("name", "") for c in self.containers]
+        self.pod_name = pod["metadata"].get("name", "")
+        self.namespace = pod["metadata"].get("namespace", "")
+        self.uid = pod["metadata"].get("uid", "")
+        blocked = self.s.outcome in ("pull-backoff", "unschedulable")
+        if blocked:
+            self.unblock = self.t0 + self.s.recover if self.s.recover is not None else INF
+        else:
+            self.unblock = self.t0
+        self.scheduled = self.unblock if self.s.outcome == "unschedulable" else self.t0
+        self.pulling = self.s.outcome == "pull-backoff"
+        self.kill = plan.kill_at if plan.kill_at is not None else INF
+        self._runs: list[Run] = []
+
+    # --- runs ----------------------------------------------------------------------------------
+    def _run(self, index: int, start: float, end: float | None) -> Run:
+        fails = self.s.fails_attempt(self.plan.attempt + index)
+        code = self.s.exit_code if fails else 0
+        reason = self.s.reason if fails else "Completed"
+        return Run(index, start, end, code, reason, self.s.message)
+
+    def _raw_run(self, k: int) -> Run | None:
+        """Run ``k`` as the scenario alone would have it (no kill), created lazily: an always
+        failing ``OnFailure`` container restarts forever."""
+        if self.unblock == INF:
+            return None
+        while len(self._runs) <= k:
+            if not self._runs:
+                after = self.s.after
+                end = None if self.s.outcome == "run-forever" else self.unblock + after
+                self._runs.append(self._run(0, self.unblock + min(1.0, after), end))
+                continue
+            last = self._runs[-1]
+            if last.end is None or last.exit_code == 0 or not self.on_failure or last.end >= self.kill:
+                return None
+            n = len(self._runs)
+            start = last.end + min(10.0 * 2 ** min(n - 1, 16), RESTART_BACKOFF_CAP)
+            self._runs.append(self._run(n, start, start + self.s.after))
+        return self._runs[k]
+
+    def run(self, k: int) -> Run | None:
+        """Run ``k`` as it really happens: one that was still going when the pod was killed ends
+        at the kill with SIGTERM's exit code."""
+        raw = self._raw_run(k)
+        if raw is None or raw.start >= self.kill:
+            return None
+        if raw.end is None or raw.end > self.kill:
+            return Run(raw.index, raw.start, self.kill, SIGTERM_EXIT, "Error", "", killed=True)
+        return raw
+
+    def runs_until(self, horizon: float) -> list[Run]:
+        """Runs that started at or before ``horizon``."""
+        out: list[Run] = []
+        while (run := self.run(len(out))) is not None and run.start <= horizon:
+            out.append(run)
+        return out
+
+    def pull_attempts(self) -> Iterator[float]:
+        """Times the kubelet tries to pull a missing image: 1 s after scheduling, then back-off."""
+        t, k = self.scheduled + 1.0, 0
+        while t < self.unblock:
+            yield t
+            t += 1.0 + min(10.0 * 2 ** min(k, 16), PULL_BACKOFF_CAP)
+            k += 1
+
+    # --- change points and their events --------------------------------------------------------
+    def _base_points(self) -> Iterator[tuple[float, list[EventSpec]]]:
+        image = self.containers[0].get("image", "") if self.containers else ""
+        if self.s.outcome == "unschedulable":
+            t = self.t0
+            while t < self.scheduled:
+                yield t, [EventSpec("Warning", "FailedScheduling", UNSCHEDULABLE_MESSAGE, "default-scheduler")]
+                t += RESCHEDULE_EVERY
+        if self.scheduled == INF:
+            return
+        yield self.scheduled, [EventSpec(
+            "Normal", "Scheduled", f"Successfully assigned {self.namespace}/{self.pod_name} to {NODE}",
+            "default-scheduler")]
+        if self.pulling:
+            first = self.names[0] if self.names else None
+            for a in self.pull_attempts():
+                yield a, [
+                    EventSpec("Normal", "Pulling", f'Pulling image "{image}"', container=first),
+                    EventSpec("Warning", "Failed", f'Failed to pull image "{image}": {self.pull_error(image)}',
+                              container=first),
+                    EventSpec("Warning", "Failed", "Error: ErrImagePull", container=first),
+                ]
+                if a + 1.0 < self.unblock:
+                    yield a + 1.0, [
+                        EventSpec("Normal", "BackOff", f'Back-off pulling image "{image}"', container=first),
+                        EventSpec("Warning", "Failed", "Error: ImagePullBackOff", container=first),
+                    ]
+        k = 0
+        while (run := self.run(k)) is not None:
+            started = []
+            for c in self.containers:
+                name, img = c.get("name", ""), c.get("image", "")
+                started += [
+                    EventSpec("Normal", "Pulled", f'Container image "{img}" already present on machine',
+                              container=name),
+                    EventSpec("Normal", "Created", f"Created container: {name}", container=name),
+                    EventSpec("Normal", "Started", f"Started container {name}", container=name),
+                ]
+            yield run.start, started
+            if run.end is None:
+                return
+            ending: list[EventSpec] = []
+            if self.on_failure and run.exit_code != 0 and not run.killed:
+                ending = [EventSpec("Warning", "BackOff",
+                                    f"Back-off restarting failed container {n} in pod "
+                                    f"{self.pod_name}_{self.namespace}({self.uid})", container=n)
+                          for n in self.names]
+            yield run.end, ending
+            k += 1
+
+    def points(self) -> Iterator[tuple[float, list[EventSpec]]]:
+        """Every instant the pod changes, in order, with the events recorded then. (``Killing``
+        is recorded by ``deleting`` when the stop is asked for, not here.)"""
+        for t, events in self._base_points():
+            if t >= self.kill:
+                break
+            yield t, events
+        if self.kill < INF:
+            yield self.kill, []
+
+    def pull_error(self, image: str) -> str:
+        ref = normalize_image(image)
+        return (f'rpc error: code = NotFound desc = failed to pull and unpack image "{ref}": failed to resolve '
+                f'reference "{ref}": {ref}: not found')
+
+    # --- status at an instant ------------------------------------------------------------------
+    def status_at(self, t: float, base_status: dict) -> dict:
+        status: dict = {"phase": "Pending"}
+        if "qosClass" in base_status:
+            status["qosClass"] = base_status["qosClass"]
+        not_ready = "containers with unready status: [" + " ".join(self.names) + "]"
+        if t < self.scheduled and t < self.kill:
+            status["conditions"] = [_cond("PodScheduled", "False", self.t0, "Unschedulable", UNSCHEDULABLE_MESSAGE)]
+            return status
+        if t >= self.kill and self.scheduled > self.kill:
+            status["phase"] = "Failed"
+            status["conditions"] = [_cond("PodScheduled", "False", self.t0, "Unschedulable", UNSCHEDULABLE_MESSAGE)]
+            return status
+        sched = self.scheduled
+        status.update({"hostIP": HOST_IP, "hostIPs": [{"ip": HOST_IP}], "podIP": pod_ip(self.uid),
+                       "podIPs": [{"ip": pod_ip(self.uid)}], "startTime": rfc3339(sched)})
+        runs = self.runs_until(t)
+        last = runs[-1] if runs else None
+        finished = last is not None and last.end is not None and t >= last.end and (
+            last.exit_code == 0 or not self.on_failure or last.killed)
+        if finished or t >= self.kill:
+            succeeded = last is not None and last.exit_code == 0 and not last.killed
+            status["phase"] = "Succeeded" if succeeded else "Failed"
+            since = last.end if last is not None else self.kill
+            reason = "PodCompleted" if succeeded else "PodFailed"
+            status["conditions"] = [
+                _cond("PodReadyToStartContainers", "False", since),
+                _cond("Initialized", "True", sched, "PodCompleted" if succeeded else None),
+                _cond("Ready", "False", since, reason),
+                _cond("ContainersReady", "False", since, reason),
+                _cond("PodScheduled", "True", sched),
+            ]
+        elif last is not None and (last.end is None or t < last.end):
+            status["phase"] = "Running"
+            status["conditions"] = [
+                _cond("PodReadyToStartContainers", "True", sched),
+                _cond("Initialized", "True", sched),
+                _cond("Ready", "True", last.start),
+                _cond("ContainersReady", "True", last.start),
+                _cond("PodScheduled", "True", sched),
+            ]
+        else:
+            # Not started yet, or OnFailure waiting to restart: both are "not ready".
+            status["phase"] = "Running" if last is not None else "Pending"
+            since = last.end if last is not None else sched
+            status["conditions"] = [
+                _cond("PodReadyToStartContainers", "True", sched),
+                _cond("Initialized", "True", sched),
+                _cond("Ready", "False", since, "ContainersNotReady", not_ready),
+                _cond("ContainersReady", "False", since, "ContainersNotReady", not_ready),
+                _cond("PodScheduled", "True", sched),
+            ]
+        status["containerStatuses"] = [self._container_status(c, t, runs) for c in self.containers]
+        return status
+
+    def _terminated(self, c: dict, run: Run) -> dict:
+        state = {"exitCode": run.exit_code, "reason": run.reason,
+                 "startedAt": rfc3339(run.start), "finishedAt": rfc3339(run.end or run.start),
+                 "containerID": self._container_id(c, run)}
+        message = run.message if not run.killed else ""
+        if not message and run.exit_code != 0 and c.get("terminationMessagePolicy") == "FallbackToLogsOnError":
+            message = "".join(self.log_lines(run, run.end or run.start, c.get("name", ""))[-80:])[-2048:]
+        if message:
+            state["message"] = message
+        return {"terminated": state}
+
+    def _container_id(self, c: dict, run: Run) -> str:
+        return "containerd://" + _hex(self.uid, c.get("name"), run.index)
+
+    def _container_status(self, c: dict, t: float, runs: list[Run]) -> dict:
+        image = c.get("image", "")
+        cs: dict = {"name": c.get("name", ""), "image": normalize_image(image) if image else "",
+                    "imageID": "", "ready": False, "restartCount": 0, "started": False,
+                    "state": {}, "lastState": {}}
+        if not runs:
+            if t >= self.kill:
+                cs["state"] = {"terminated": {"exitCode": 137, "reason": "ContainerStatusUnknown",
+                                              "message": "The container could not be located when the pod was "
+                                                         "terminated", "startedAt": None,
+                                              "finishedAt": rfc3339(self.kill)}}
+            elif self.pulling and t < self.unblock:
+                cs["state"] = {"waiting": self._pull_waiting(t, image)}
+            else:
+                cs["state"] = {"waiting": {"reason": "ContainerCreating"}}
+            return cs
+        last = runs[-1]
+        failed_before = [r for r in runs if r.end is not None and r.exit_code != 0 and r.end <= t and not r.killed]
+        cs["imageID"] = image_id(image) if image else ""
+        cs["restartCount"] = len(failed_before) if self.on_failure else 0
+        if len(runs) > 1:
+            cs["lastState"] = self._terminated(c, runs[-2])
+        if last.end is None or t < last.end:
+            cs.update(ready=True, started=True, containerID=self._container_id(c, last))
+            cs["state"] = {"running": {"startedAt": rfc3339(last.start)}}
+        elif self.on_failure and last.exit_code != 0 and not last.killed and t < self.kill:
+            backoff = min(10.0 * 2 ** min(len(runs) - 1, 16), RESTART_BACKOFF_CAP)
+            cs["lastState"] = self._terminated(c, last)
+            cs["state"] = {"waiting": {
+                "reason": "CrashLoopBackOff",
+                "message": f"back-off {int(backoff)}s restarting failed container={c.get('name')} "
+                           f"pod={self.pod_name}_{self.namespace}({self.uid})"}}
+            cs["containerID"] = self._container_id(c, last)
+        else:
+            cs["containerID"] = self._container_id(c, last)
+            cs["state"] = self._terminated(c, last)
+        if cs["state"].get("terminated", {}).get("startedAt") is None and "terminated" in cs["state"]:
+            cs["state"]["terminated"].pop("startedAt", None)
+        return cs
+
+    def _pull_waiting(self, t: float, image: str) -> dict:
+        last = None
+        for a in self.pull_attempts():
+            if a > t:
+                break
+            last = a
+        if last is None:
+            return {"reason": "ContainerCreating"}
+        if t < last + 1.0:
+            return {"reason": "ErrImagePull", "message": self.pull_error(image)}
+        return {"reason": "ImagePullBackOff", "message": f'Back-off pulling image "{image}"'}
+
+    def next_change(self, now: float) -> float:
+        for t, _ in self.points():
+            if t > now:
+                return t
+        return INF
+
+    # --- logs ----------------------------------------------------------------------------------
+    def log_lines(self, run: Run, now: float, container: str) -> list[str]:
+        """What the container wrote by ``now``: ``logs`` lines spread over its run, and for a
+        failing exit a last line with the error."""
+        n = self.s.logs
+        ended = run.end is not None and now >= run.end
+        duration = (run.end - run.start) if run.end is not None else self.s.after
+        if ended or duration <= 0:
+            visible = n
+        else:
+            visible = min(n, 1 + int((now - run.start) * n / duration)) if n else 0
+        lines = [f"{container}: step {i} of {n} ({self.pod_name})\n" for i in range(1, visible + 1)]
+        if ended and run.exit_code != 0 and not run.killed:
+            lines.append(f"{container}: error: {run.message or f'exiting with code {run.exit_code}'}\n")
+        return lines
+
+    def log_times(self, run: Run, count: int, now: float) -> list[float]:
+        end = run.end if run.end is not None and run.end <= now else now
+        if count <= 1:
+            return [run.start] * count
+        return [run.start + (end - run.start) * i / (count - 1) for i in range(count)]
+
+
+def _cond(type_: str, status: str, since: float, reason: str | None = None, message: str | None = None) -> dict:
+    cond: dict = {"type": type_, "status": status, "lastProbeTime": None, "lastTransitionTime": rfc3339(since)}
+    if reason:
+        cond["reason"] = reason
+    if message:
+        cond["message"] = message
+    return cond
+
+
+def render_logs(timeline: Timeline, container: str, now: float, *, previous: bool = False,
+                tail: int | None = None, timestamps: bool = False) -> str | None:
+    """The text ``GET .../log`` answers, or None when the container has not started."""
+    runs = timeline.runs_until(now)
+    if previous:
+        runs = runs[:-1]
+    if not runs:
+        return None
+    run = runs[-1]
+    lines = timeline.log_lines(run, now, container)
+    if timestamps:
+        times = timeline.log_times(run, len(lines), now)
+        lines = [f"{rfc3339_nano(t)} {line}" for t, line in zip(times, lines, strict=True)]
+    if tail is not None:
+        lines = lines[-tail:] if tail > 0 else []
+    return "".join(lines)
+
+
+@dataclass
+class Observation:
+    status: dict
+    events: list[tuple[float, EventSpec]] = field(default_factory=list)
+    next_change: float = INF
+
+
+def observe(plan: PodPlan, pod: dict, now: float) -> Observation:
+    """Where the pod is at ``now``, the events since the last look, and when it next changes."""
+    timeline = Timeline(plan, pod)
+    events: list[tuple[float, EventSpec]] = []
+    nxt = INF
+    for t, specs in timeline.points():
+        if t > now:
+            nxt = t
+            break
+        if t > plan.watermark:
+            events.extend((t, spec) for spec in specs)
+    plan.watermark = now
+    plan.due = nxt
+    return Observation(timeline.status_at(now, pod.get("status") or {}), events, nxt)
