@@ -21,6 +21,7 @@ run: setup
 	$(PY) -m tools.devhost
 
 test: setup
+	$(PY) -m ruff check --output-format concise .
 	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 lint: setup

@@ -64,7 +64,7 @@ def test_two_sweeps_at_once_publish_each_transition_exactly_once(app, app_eventg
         barrier = threading.Barrier(2)
         errors = []
 
-        def sweep():
+        def sweep(barrier=barrier, errors=errors):
             barrier.wait()
             try:
                 app.service.sweep()

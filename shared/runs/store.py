@@ -745,7 +745,7 @@ class RunStore:
                 if refused.status in (404, 412):
                     break
                 raise
-            claimed.extend(replace(e, etag=a.get("etag"), claimed_until=until) for e, a in zip(chunk, answers))
+            claimed.extend(replace(e, etag=a.get("etag"), claimed_until=until) for e, a in zip(chunk, answers, strict=True))
         return claimed
 
     def delete_outbox(self, namespace: str, row_keys: list[str]) -> None:
