@@ -655,6 +655,7 @@ class ClusterConnector:
             raise KubeconfigUnusable("KUBECONFIG is required when AKS_CREDENTIAL_MODE=kubeconfig",
                                      field="KUBECONFIG")
         source = f"KUBECONFIG={path}"
+        path = os.path.expanduser(path)  # local.settings.json commonly says ~/.kube/config
         try:
             with open(path, "rb") as fh:
                 raw = fh.read()
