@@ -47,6 +47,10 @@ def install() -> None:
     if _installed:
         return
     _installed = True
+    # The SDKs' per-request HTTP logging (headers of every Table call) drowns the app's own lines
+    # and costs Application Insights ingestion; failures still surface through the app's errors.
+    logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
+    logging.getLogger("azure.identity").setLevel(logging.WARNING)
     previous = logging.getLogRecordFactory()
 
     def factory(*args, **kwargs):
