@@ -26,7 +26,7 @@ def current_correlation_id() -> str | None:
 
 def new_correlation_id(incoming: str | None = None) -> str:
     """The caller's id when it is a sane token, else a fresh one (never echo arbitrary input)."""
-    if incoming and _VALID.match(incoming):
+    if incoming and _VALID.fullmatch(incoming):
         return incoming
     return uuid.uuid4().hex
 

@@ -31,7 +31,7 @@ import time
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 log = logging.getLogger("devhost")
 ROOT = Path(__file__).resolve().parent.parent
@@ -192,7 +192,7 @@ class DevHost:
             if route.auth_level != "anonymous" and not self._authorised(params, headers):
                 return 401, {}, b""
             req = func.HttpRequest(method.upper(), f"http://{host}{path}", headers=headers, params=params,
-                                   route_params=match.groupdict(), body=body)
+                                   route_params={k: unquote(v) for k, v in match.groupdict().items()}, body=body)
             try:
                 resp = route.handler(req)
             except Exception:

@@ -20,6 +20,7 @@ It deliberately does not decide what a Job's status means (``status``), what a r
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
@@ -203,6 +204,7 @@ class KubeClient:
                 body=body,
                 auth_settings=["BearerToken"],
             )
+            _without_library_retries(api_client)
             response = api_client.call_api(*request, _request_timeout=self._timeout)
             data = response.read()
         except urllib3.exceptions.HTTPError as exc:
@@ -219,13 +221,45 @@ class KubeClient:
             return data.decode("utf-8", "replace") if isinstance(data, bytes) else (data or "")
         if not data:
             return {}
-        return json.loads(data)
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            # A proxy's login or error page with a 2xx: say so, never quote the page.
+            raise KubeError(f"HTTP {response.status}: the answer is not JSON (not a Kubernetes API?)",
+                            status=response.status) from None
+        if not isinstance(doc, dict):
+            raise KubeError(f"HTTP {response.status}: the answer is not a JSON object", status=response.status)
+        return doc
+
+
+def _without_library_retries(api_client) -> None:
+    """Make this facade the only layer that retries.
+
+    urllib3, under the official client, retries an idempotent request 3 times by default inside
+    *each* of our attempts (the client sets no ``retries`` unless its Configuration does): a GET
+    that hangs then costs 16 timeouts instead of 4, far past the function's time budget. Pools
+    made from now on get ``Retry(0)``; redirects come back as answers (Kubernetes does not redirect).
+    """
+    pool_manager = getattr(getattr(api_client, "rest_client", None), "pool_manager", None)
+    if pool_manager is not None and pool_manager.connection_pool_kw.get("retries") is not _no_retries():
+        pool_manager.connection_pool_kw["retries"] = _no_retries()
+
+
+@functools.cache
+def _no_retries():
+    # One instance for every client: urllib3 keys its connection pools by it (identity).
+    from urllib3.util.retry import Retry
+
+    return Retry(0, raise_on_redirect=False)
 
 
 def _transport_message(exc: Exception, timeout: float) -> str:
     import urllib3
 
     reason = getattr(exc, "reason", None) or exc
+    # urllib3 files a refused connection under its TimeoutError: say what happened, not "timed out".
+    if isinstance(reason, urllib3.exceptions.NewConnectionError) and "timed out" not in str(reason).lower():
+        return "connection to the cluster failed: connection refused or unreachable"
     if isinstance(reason, (urllib3.exceptions.TimeoutError, TimeoutError)) or "timed out" in str(reason).lower():
         return f"the cluster did not answer within {timeout:g} s (KUBE_REQUEST_TIMEOUT_SECONDS)"
     return f"connection to the cluster failed: {type(reason).__name__}"

@@ -373,6 +373,7 @@ def build_api_client(access: ClusterAccess, bearer: EntraToken | ExecToken | Non
     from kubernetes.client import ApiClient, Configuration
 
     config = Configuration(host=access.server)
+    config.retries = 0  # the facade (shared.kube.client) is the one retry layer
     if access.proxy_url:
         config.proxy = access.proxy_url
     if access.ca_pem:

@@ -121,8 +121,12 @@ def error_from_response(status: int, body: bytes | str | None, headers=None) -> 
             for c in (details.get("causes") or [])
             if isinstance(c, dict)
         ][:20]
+    elif doc is not None:
+        # JSON that is not a Status may be a whole dumped object (env values, secrets): say what
+        # it was, never what it held.
+        message = f"HTTP {status}: a {len(text)}-byte JSON answer that is not a Status (not shown)"
     else:
-        # Not a Status: it may be a whole object or an HTML page. Keep only a short prefix.
+        # Plain text or an HTML page from a proxy: a short prefix helps and holds no object.
         message = f"HTTP {status}: {text[:120]}" if text else f"HTTP {status}"
     cls = _BY_STATUS.get(status) or (KubeServerError if status >= 500 else KubeError)
     return cls(message or f"HTTP {status}", status=status, reason=reason, causes=causes,

@@ -499,8 +499,9 @@ def fallback_job(external_id: str, attributes: dict | None) -> dict:
     if image is not None and not isinstance(image, str):
         raise ValidationFailed("containerImage must be a string", field="attributes.containerImage")
     image = (image or "").strip()
-    if image and (any(ch.isspace() for ch in image) or "\x00" in image):
-        raise ValidationFailed("containerImage must not contain whitespace", field="attributes.containerImage")
+    if image and any(ch.isspace() or not ch.isprintable() for ch in image):
+        raise ValidationFailed("containerImage must not contain whitespace or control characters",
+                               field="attributes.containerImage")
     command = _command_list(attributes.get("containerCommand"), "attributes.containerCommand")
     args = _command_list(attributes.get("containerArgs"), "attributes.containerArgs")
     if not image and command is None and args is None:
