@@ -54,6 +54,12 @@ def cancel_run(req: func.HttpRequest) -> func.HttpResponse:
     return api.handle(req, api.cancel_run)
 
 
+@app.route(route="runs/{runId}/rerun", methods=["POST"])
+def rerun_run(req: func.HttpRequest) -> func.HttpResponse:
+    """Rerun: a new run from the run's stored rendered Job (Secret values given again). 202 + Location."""
+    return api.handle(req, api.rerun_run)
+
+
 @app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def health(req: func.HttpRequest) -> func.HttpResponse:
     """Settings, run table and cluster reachability."""

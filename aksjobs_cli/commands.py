@@ -3,7 +3,7 @@
 Every command is one or a few calls to the app's HTTP API (``calling``), rendered for a person
 (``rendering``) or, with ``--json``, printed as the API sent it so scripts get the app's own
 documents. Exit codes (documented in docs/cli.md): 0 Success, 1 Failed or Lost, 2 Cancelled -
-these three from ``watch`` and ``submit --watch``; every other command exits 0 when the API
+these three from ``watch``, ``submit --watch`` and ``rerun --watch``; every other command exits 0 when the API
 answered - 3 usage or API error, 4 watch timeout, 130 interrupted.
 
 Output streams: results go to stdout; progress, errors and hints go to stderr whenever stdout is
@@ -32,7 +32,7 @@ from aksjobs_cli.rendering import (
     runs_table,
     state_text,
 )
-from aksjobs_cli.submitting import UsageError, parse_parameter, parse_secret, submit_body
+from aksjobs_cli.submitting import UsageError, parse_parameter, parse_secret, rerun_body, submit_body
 from aksjobs_cli.watching import watch_run
 
 DEFAULT_URL = "http://127.0.0.1:7071"
@@ -95,7 +95,7 @@ def _watch_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Operate AKS Jobs for Polysync through the app's HTTP API.",
-                     epilog="Exit codes: 0 Success, 1 Failed or Lost, 2 Cancelled (watch, submit --watch); "
+                     epilog="Exit codes: 0 Success, 1 Failed or Lost, 2 Cancelled (watch, submit/rerun --watch); "
                             "3 usage or API error; 4 watch timeout. See docs/cli.md.")
     _connection_options(parser, suppress=False)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -129,6 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--idempotency-key", metavar="K",
                      help="the same key again returns the same run instead of starting another")
     sub.add_argument("--watch", action="store_true", help="then watch the run; exit code = its outcome")
+    _watch_options(sub)
+    sub = command("rerun", "start a new run from a run's stored spec (works after its source Job is gone)")
+    sub.add_argument("run_id", metavar="RUN_ID")
+    sub.add_argument("--secret", action="append", default=[], metavar="NAME=value|NAME",
+                     help="the value of one of the run's Secret parameters (the app does not keep them, so a "
+                          "rerun needs each again); NAME alone takes it from the environment variable NAME")
+    sub.add_argument("--idempotency-key", metavar="K",
+                     help="rerunning this run again with the same key returns the same rerun")
+    sub.add_argument("--watch", action="store_true", help="then watch the rerun; exit code = its outcome")
     _watch_options(sub)
     sub = command("status", "one run: state, parameters, history, diagnostics")
     sub.add_argument("run_id", metavar="RUN_ID")
@@ -245,6 +254,41 @@ def _submitted(doc: dict) -> str:
     return text
 
 
+def _rerun(api: Api, args, out: _Out) -> ExitCode:
+    body = rerun_body([parse_secret(s, os.environ) for s in args.secret], idempotency_key=args.idempotency_key)
+    try:
+        answer = api.post(f"runs/{path_segment(args.run_id)}/rerun", body)
+    except ApiError as err:
+        missing = err.details.get("missingSecretParameters")
+        if err.status == 422 and isinstance(missing, list) and missing:
+            err.message += " - give each with --secret NAME (the value from the environment variable NAME) " \
+                           "or --secret NAME=value"
+        elif err.transient and err.reached:
+            err.message += (" - the rerun may exist: rerun again with the same --idempotency-key, which returns "
+                            "it instead of starting another" if args.idempotency_key else
+                            " - the rerun may exist: check `runs` before rerunning again")
+        raise
+    doc = answer.doc or {}
+    run_id = doc.get("runId")
+    if not isinstance(run_id, str):
+        raise ApiError("the app accepted the rerun but named no runId", status=answer.status)
+    if args.watch:
+        if not out.json:
+            out.text(_rerun_started(doc, args.run_id))
+        return _follow(api, run_id, args, out, first=doc)
+    if out.json:
+        out.doc(doc)
+    else:
+        out.text(_rerun_started(doc, args.run_id))
+        out.text(f"follow it with: {PROG} watch {run_id}")
+    return ExitCode.SUCCESS
+
+
+def _rerun_started(doc: dict, original: str) -> str:
+    verb = "started" if doc.get("created", True) else "already started with this idempotency key:"
+    return f"rerun of {clean(original)} {verb} run {clean(doc.get('runId'))}: {state_text(doc)}"
+
+
 def _status(api: Api, args, out: _Out) -> ExitCode:
     doc = api.get(f"runs/{path_segment(args.run_id)}").doc or {}
     if out.json:
@@ -299,8 +343,8 @@ def _is_tty(stream: TextIO) -> bool:
 
 
 COMMANDS = {
-    "jobs": _jobs, "job": _job, "runs": _runs, "submit": _submit, "status": _status, "cancel": _cancel,
-    "watch": _watch, "health": _health,
+    "jobs": _jobs, "job": _job, "runs": _runs, "submit": _submit, "rerun": _rerun, "status": _status,
+    "cancel": _cancel, "watch": _watch, "health": _health,
 }
 
 

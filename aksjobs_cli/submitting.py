@@ -1,4 +1,5 @@
-"""Submitting: the body of ``POST /api/jobs/{externalId}/runs`` from the operator's options.
+"""Submitting: the bodies of ``POST /api/jobs/{externalId}/runs`` and ``POST /api/runs/{runId}/rerun``
+from the operator's options.
 
 Pure: options in, a JSON-ready dict out. Validation of names and values is the app's (it knows
 the Kubernetes rules and answers with the field at fault); this module only refuses what it
@@ -70,6 +71,15 @@ def submit_body(parameters: Sequence[Assignment], *, image: str | None = None, c
                                                 ("containerArgs", args)) if value}
     if attributes:
         body["attributes"] = attributes
+    if idempotency_key:
+        body["idempotencyKey"] = idempotency_key
+    return body
+
+
+def rerun_body(secrets: Sequence[Assignment], *, idempotency_key: str | None = None) -> dict:
+    """The rerun request body: only the run's Secret values (the app keeps every other value, and
+    refuses anything else), and an idempotency key for the rerun itself."""
+    body: dict = {"parameters": [{"name": p.name, "value": p.value, "dataType": "Secret"} for p in secrets]}
     if idempotency_key:
         body["idempotencyKey"] = idempotency_key
     return body

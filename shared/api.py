@@ -38,7 +38,7 @@ from shared.kube.errors import (
     KubeUnauthorized,
     KubeUnavailable,
 )
-from shared.runs.model import Run, Status
+from shared.runs.model import Run, Status, parameter_changes
 from shared.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -48,8 +48,13 @@ MAX_IDEMPOTENCY_KEY_CHARS = 256
 RETRY_AFTER_SECONDS = 10
 SUBMIT_KEYS = ("parameters", "attributes", "idempotencyKey")
 ATTRIBUTE_KEYS = ("containerImage", "containerCommand", "containerArgs")
-EXTERNAL_ID = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
-RUN_ID = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+# \Z, not $: Python's "$" also matches before a trailing newline, so "report\n" would pass and
+# reach the cluster, the table and the Job's labels (the Functions host URL-decodes route values).
+EXTERNAL_ID = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?\Z")
+RUN_ID = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
+# Deeper than this, no submit body is legitimate, and the parsers and encoders after json.loads
+# recurse: a body of 100,000 nested brackets must be a 400, not a RecursionError (500).
+MAX_JSON_DEPTH = 64
 FAILED_RUN_HTTP_STATUS = 409  # poll answer for Failed / Cancelled: a 4xx that Logic Apps does not retry
 
 RUNTIME_STATUS = {
@@ -147,11 +152,60 @@ def json_body(req: func.HttpRequest) -> dict | None:
                                    field="Content-Type")
     try:
         doc = json.loads(raw.decode("utf-8"))
+    except RecursionError:
+        raise BadRequest(f"The body is nested more than {MAX_JSON_DEPTH} levels deep", field="body") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadRequest(f"The body is not valid JSON: {str(exc)[:120]}", field="body") from None
     if not isinstance(doc, dict):
-        raise BadRequest(f"The body must be a JSON object, not {type(doc).__name__}", field="body")
+        raise BadRequest(f"The body must be a JSON object, not {_json_type(doc)}", field="body")
+    _check_json_text(doc)
     return doc
+
+
+def _json_type(value) -> str:
+    if value is None:
+        return "null"
+    for kind, name in ((bool, "a boolean"), (int | float, "a number"), (str, "a string"), (list, "an array")):
+        if isinstance(value, kind):
+            return name
+    return "an object"
+
+
+def _check_json_text(doc: dict) -> None:
+    """400 for what json.loads accepts but nothing after it handles: nesting beyond
+    ``MAX_JSON_DEPTH``, and lone UTF-16 surrogates (``"\\ud800"``), which are not Unicode text and
+    break hashing, Table Storage and the cluster's JSON. Iterative: the walk itself must not recurse."""
+    pending: list[tuple[object, str, int]] = [(doc, "body", 1)]
+    while pending:
+        value, where, depth = pending.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise BadRequest(f"The body is nested more than {MAX_JSON_DEPTH} levels deep", field="body")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                path = _shown_path(key) if where == "body" else f"{where}.{_shown_path(key)}"
+                if not _is_text(key):
+                    raise BadRequest(f"A key in {where} is not Unicode text (it holds a lone UTF-16 "
+                                     "surrogate)", field=where)
+                pending.append((item, path, depth + 1))
+        elif isinstance(value, list):
+            pending.extend((item, f"{where}[{i}]", depth + 1) for i, item in enumerate(value))
+        elif isinstance(value, str) and not _is_text(value):
+            raise BadRequest(f"The value at {where} is not Unicode text (it holds a lone UTF-16 surrogate)",
+                             field=where)
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _shown_path(key: str) -> str:
+    """A body key as it may appear in a message or ``field``: short, printable, never a surrogate."""
+    shown = "".join(ch if ch.isprintable() and _is_text(ch) else "?" for ch in key[:60])
+    return shown + ("…" if len(key) > 60 else "")
 
 
 def namespace_of(req: func.HttpRequest, settings: Settings) -> str:
@@ -190,10 +244,12 @@ def submit_request_from_body(body: dict, external_id: str, namespace: str, *, he
     if any(k in body for k in SUBMIT_KEYS):
         unknown = sorted(set(body) - set(SUBMIT_KEYS))
         if unknown:
-            raise ValidationFailed(f"Unknown field {unknown[0]!r}; expected {', '.join(SUBMIT_KEYS)}",
-                                   field=unknown[0])
+            raise ValidationFailed(f"Unknown field {_shown_path(str(unknown[0]))!r}; expected "
+                                   f"{', '.join(SUBMIT_KEYS)}", field=_shown_path(str(unknown[0])))
         raw_params = body.get("parameters")
-        attributes = body.get("attributes") or {}
+        # Only null means "none": [] or "" or false is a caller's mistake worth naming, not {}.
+        attributes = body.get("attributes")
+        attributes = {} if attributes is None else attributes
         key = body.get("idempotencyKey")
     else:  # Polysync's Azure HTTP Function job type sends the parameters as the whole body
         raw_params, attributes, key = body, {}, None
@@ -224,6 +280,9 @@ def _idempotency_key(key) -> str | None:
                                field="idempotencyKey")
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in key):
         raise ValidationFailed("idempotencyKey must not contain control characters", field="idempotencyKey")
+    if not _is_text(key):  # the store hashes its UTF-8 bytes; a lone surrogate has none
+        raise ValidationFailed("idempotencyKey is not Unicode text (it holds a lone UTF-16 surrogate)",
+                               field="idempotencyKey")
     return key
 
 
@@ -264,6 +323,8 @@ def run_document(run: Run, settings: Settings) -> dict:
         "idempotencyKey": run.idempotency_key,
         "monitorUrl": settings.monitor_url,
         "history": run.history,
+        "parameterChanges": parameter_changes(run),
+        "rerunOf": run.rerun_of,
         "diagnostics": run.diagnostics,
     }
 
@@ -418,3 +479,30 @@ def run_sweep() -> dict:
     cid = logs.new_correlation_id()
     with logs.correlation(cid):
         return service().sweep().as_dict()
+
+
+RERUN_KEYS = ("parameters", "idempotencyKey")
+
+
+def rerun_run(req: func.HttpRequest) -> func.HttpResponse:
+    """A new run from a run's stored rendered spec: 202 like a submit.
+
+    Body (optional): ``{"parameters": {NAME: value}}`` with the values of the run's Secret
+    parameters (they are not kept, so a rerun of a run that had any is 422 without them, naming
+    them) and ``"idempotencyKey"`` (or the ``Idempotency-Key`` header) for the rerun itself.
+    """
+    run_id = run_id_of(req)
+    svc = service()
+    ns = namespace_of(req, svc.settings) if req.params.get("namespace") else None
+    body = json_body(req) or {}
+    unknown = sorted(set(body) - set(RERUN_KEYS))
+    if unknown:
+        raise ValidationFailed(f"Unknown field {str(unknown[0])[:60]!r}; a rerun takes {', '.join(RERUN_KEYS)}",
+                               field=str(unknown[0])[:60])
+    key = _idempotency_key(body.get("idempotencyKey") if body.get("idempotencyKey") is not None
+                           else req.headers.get("idempotency-key"))
+    secrets, _ = jobspec.normalize_parameters(body.get("parameters"))
+    result = svc.rerun(run_id, ns, secret_parameters=secrets, idempotency_key=key)
+    doc = run_document(result.run, svc.settings)
+    doc["created"] = result.created
+    return accepted(req, result.run, doc)

@@ -1,4 +1,4 @@
-"""The use cases: discover, submit, status, cancel, sweep.
+"""The use cases: discover, submit, rerun, status, cancel, sweep.
 
 Each use case is a method of ``RunService``, which holds the three things they need: the settings,
 the run store (Table Storage) and a Kubernetes facade (built lazily: listing runs or reading one
@@ -17,12 +17,27 @@ never needs cluster credentials). The promises they keep, and how:
   one labelled Job LIST (500 per page) and, only when some run needs it, one labelled pod LIST.
   It writes only the runs whose state changed, each with its ETag; a write that lost a race
   re-reads the run and re-applies, so racing sweeps and cancels never lose a transition.
+- **Failure evidence outlives the cluster's cleanup.** A run the sweep records as failing
+  (Stalled, crash-looping or retrying a failed pod, Failing, Failed, Lost) gets a bounded capture of
+  its pods, logs and Warning events (``shared.diagnostics``) - only such runs, so healthy sweeps
+  stay O(namespaces). The state is saved first; the capture follows with its own ETag-guarded
+  save, best effort, so a failing capture never holds up or loses a transition.
+- **Secret parameters stay in the cluster.** Their values go into a Secret created after the Job,
+  owned by it (the garbage collector removes it with the Job); the Job, the run row and every
+  answer carry only ``secretKeyRef``s and ``***``.
+- **Runs are reproducible.** The run keeps its rendered Job (Secret values as references), its
+  hash, and - as an annotation of that Job - which env vars it changed against the source's
+  defaults. A rerun replays the rendered Job
+  under a new name, even after the source Job is gone; Secret values are not kept, so a rerun
+  must be given them again (or is refused, naming them).
 
 Nothing here knows HTTP: ``shared.api`` parses requests and renders answers.
 """
 
 from __future__ import annotations
 
+import copy
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -30,19 +45,35 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 
+from shared import diagnostics
 from shared.errors import AppError, Conflict, NotFound, UpstreamError, ValidationFailed
 from shared.kube import discovery, jobspec
 from shared.kube.errors import KubeConflict, KubeError, KubeInvalid, KubeNotFound
 from shared.kube.status import decode_job_status
-from shared.runs.model import Phase, Run, RunState, Status, apply_state
+from shared.runs.model import (
+    PARAMETER_CHANGES_ANNOTATION,
+    REDACTED,
+    RERUN_OF_ANNOTATION,
+    Phase,
+    Run,
+    RunState,
+    Status,
+    apply_state,
+)
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
 MISSING_SWEEPS_BEFORE_LOST = 2
 SAVE_ATTEMPTS = 5
-POD_SELECTOR_MAX_RUNS = 50
-OUTBOX_LEASE_SECONDS = 20  # shorter than a sweep period: an event a dead sweep claimed goes out next time  # above this, list every run pod instead of naming runs in the selector
+POD_SELECTOR_MAX_RUNS = 50  # above this, list every run pod instead of naming runs in the selector
+OUTBOX_LEASE_SECONDS = 20  # shorter than a sweep period: an event a dead sweep claimed goes out next time
+# Each capture costs up to ~17 Kubernetes reads; a sweep in which more runs turn failing records
+# the rest as "not captured" rather than run for minutes.
+MAX_DIAGNOSED_PER_SWEEP = 20
+MAX_SOURCE_VALUE_CHARS = 256  # a source default kept in the parameter-changes annotation
+MAX_PARAMETER_CHANGES_CHARS = 16 * 1024  # annotations share 256 KiB per object
+RERUN_KEY_PREFIX = "rerun:"
 
 
 def utcnow() -> datetime:
@@ -75,6 +106,7 @@ class SweepSummary:
     table_operations: int = 0
     duration_ms: float = 0.0
     published: int = 0
+    diagnosed: int = 0
     transitions: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -85,6 +117,7 @@ class SweepSummary:
             "kubeRequests": self.kube_requests,
             "tableOperations": self.table_operations,
             "eventsPublished": self.published,
+            "diagnosed": self.diagnosed,
             "durationMs": round(self.duration_ms, 1),
         }
 
@@ -130,35 +163,91 @@ class RunService:
                 return self._resume_if_unconfirmed(existing, req)
 
         template, source, source_rv = self._template_for(req)
+        _annotate(template, PARAMETER_CHANGES_ANNOTATION, recorded_parameter_changes(template, req.parameters))
         run_id = jobspec.run_job_name(req.external_id, req.idempotency_key, reserve=_index_reserve(template))
         rendered = jobspec.render_run_job(
             template, run_id=run_id, namespace=req.namespace, external_id=req.external_id,
             parameters=req.parameters, idempotency_key=req.idempotency_key,
             ttl_seconds_after_finished=self.settings.job_ttl_seconds_after_finished,
         )
+        run = self._new_run(run_id, req.namespace, req.external_id, rendered,
+                            idempotency_key=req.idempotency_key,
+                            parameters=[p.to_record() for p in req.parameters],
+                            attributes=req.attributes, source=source, source_resource_version=source_rv)
+        return self._start(run, rendered, req.ignored_parameters)
+
+    def _new_run(self, run_id: str, namespace: str, external_id: str, rendered, *, idempotency_key: str | None,
+                 parameters: list[dict], attributes: dict, source: str, source_resource_version: str | None) -> Run:
         now = self.clock()
-        run = Run(
-            run_id=run_id, namespace=req.namespace, external_id=req.external_id,
+        return Run(
+            run_id=run_id, namespace=namespace, external_id=external_id,
             status=Status.STARTING, phase=Phase.SUBMITTING, reason="Submitting",
-            created_at=now, updated_at=now, idempotency_key=req.idempotency_key,
-            parameters=[p.to_record() for p in req.parameters], attributes=dict(req.attributes),
-            source=source, source_resource_version=source_rv, spec_hash=rendered.spec_hash,
+            created_at=now, updated_at=now, idempotency_key=idempotency_key,
+            parameters=parameters, attributes=dict(attributes),
+            source=source, source_resource_version=source_resource_version, spec_hash=rendered.spec_hash,
             history=[{"at": now.isoformat(), "status": str(Status.STARTING), "phase": str(Phase.SUBMITTING),
                       "reason": "Submitting"}],
             rendered_job=rendered.job,  # Secret values are secretKeyRefs in it, never literals
         )
+
+    def _start(self, run: Run, rendered, ignored_parameters: list[str]) -> SubmitResult:
+        """Write the run row (claiming its idempotency key), then create its Job and Secret."""
         from shared.runs.store import IdempotencyKeyTaken
 
         try:
             run = self.store.create_run(run, outbox=self._outbox(None, run))
         except IdempotencyKeyTaken as taken:
-            existing = self.store.get_run(req.namespace, taken.run_id)
+            existing = self.store.get_run(run.namespace, taken.run_id)
             if existing is None:
                 raise Conflict("A run with this idempotency key is being created; retry shortly",
                                field="idempotencyKey") from None
-            return SubmitResult(existing, created=False, ignored_parameters=req.ignored_parameters)
+            return SubmitResult(existing, created=False, ignored_parameters=ignored_parameters)
         run = self._create_job(run, rendered)
-        return SubmitResult(run, created=True, ignored_parameters=req.ignored_parameters)
+        return SubmitResult(run, created=True, ignored_parameters=ignored_parameters)
+
+    # ---------------------------------------------------------------- rerun
+
+    def rerun(self, run_id: str, namespace: str | None = None, *,
+              secret_parameters: list[jobspec.Parameter] | None = None,
+              idempotency_key: str | None = None) -> SubmitResult:
+        """A new run from the same rendered spec as ``run_id``: a new name and run labels, the same
+        containers, env and settings - even when the source Job no longer exists.
+
+        Secret values are not kept anywhere but the first run's Secret (gone with its Job), so every
+        Secret parameter of the run must be given again in ``secret_parameters`` (and nothing else:
+        other values are replayed as they were); otherwise ValidationFailed names the missing ones.
+        ``idempotency_key`` is scoped to the rerun of this run (``rerun:<runId>:<key>``): the same
+        key again returns the same rerun, and never collides with a submit's key.
+        """
+        original = self.get_run(run_id, namespace)
+        secrets = _rerun_secrets(original, secret_parameters or [])
+        key = f"{RERUN_KEY_PREFIX}{original.run_id}:{idempotency_key}" if idempotency_key else None
+        request = SubmitRequest(external_id=original.external_id, namespace=original.namespace,
+                                parameters=secrets, attributes=dict(original.attributes), idempotency_key=key)
+        if key:
+            existing = self.store.get_run_by_idempotency_key(original.namespace, key)
+            if existing is not None:
+                return self._resume_if_unconfirmed(existing, request)
+
+        parameters = _replayed_parameters(original, secrets)
+        if original.rendered_job:
+            template = copy.deepcopy(original.rendered_job)  # its parameter changes come along
+        else:
+            # The rendered Job was too large to keep in the run table (fit_run dropped it): render
+            # from the source Job (or the fallback attributes) again, with the recorded values.
+            template, _, _ = self._template_for(request)
+            _annotate(template, PARAMETER_CHANGES_ANNOTATION, recorded_parameter_changes(template, parameters))
+        _annotate(template, RERUN_OF_ANNOTATION, original.run_id)
+        new_id = jobspec.run_job_name(original.external_id, key, reserve=_index_reserve(template))
+        rendered = jobspec.render_run_job(
+            template, run_id=new_id, namespace=original.namespace, external_id=original.external_id,
+            parameters=parameters, idempotency_key=key,
+            ttl_seconds_after_finished=self.settings.job_ttl_seconds_after_finished,
+        )
+        run = self._new_run(new_id, original.namespace, original.external_id, rendered, idempotency_key=key,
+                            parameters=copy.deepcopy(original.parameters), attributes=original.attributes,
+                            source="rerun", source_resource_version=original.source_resource_version)
+        return self._start(run, rendered, [])
 
     def _template_for(self, req: SubmitRequest) -> tuple[dict, str, str | None]:
         """The source Job cloned, or the fallback spec when it is gone and attributes allow one."""
@@ -375,14 +464,56 @@ class RunService:
                 else:
                     return False
             try:
-                self.store.save(updated, outbox=self._outbox(run, updated))
-                summary.transitions.append({"runId": run_id, "from": str(run.status), "to": str(updated.status),
-                                            "phase": str(updated.phase)})
-                return True
+                saved = self.store.save(updated, outbox=self._outbox(run, updated))
             except self._stale():
                 continue
+            summary.transitions.append({"runId": run_id, "from": str(run.status), "to": str(updated.status),
+                                        "phase": str(updated.phase)})
+            if diagnostics.needs_capture(saved):
+                self._diagnose(saved, now, summary)
+            return True
         log.warning("run %s: gave up after %d conflicting writes; the next sweep retries", run_id, SAVE_ATTEMPTS)
         return False
+
+    # ---------------------------------------------------------- diagnostics
+
+    def _diagnose(self, run: Run, now: datetime, summary: SweepSummary) -> None:
+        """Capture the failing run's evidence and attach it: best effort, after its state is saved."""
+        if summary.diagnosed >= MAX_DIAGNOSED_PER_SWEEP:
+            log.warning("run %s: diagnostics not captured, %d runs were diagnosed in this sweep already",
+                        run.run_id, MAX_DIAGNOSED_PER_SWEEP)
+            capture = {**diagnostics.new_capture(run.state, now),
+                       "errors": [f"not captured: more than {MAX_DIAGNOSED_PER_SWEEP} runs turned failing in "
+                                  "one sweep"]}
+        else:
+            summary.diagnosed += 1
+            try:
+                capture = diagnostics.collect_diagnostics(
+                    self.kube, run.namespace, run.run_id, state=run.state, now=now,
+                    secret_names=diagnostics.secret_parameter_names(run))
+            except Exception as err:  # a bug here must not cost the sweep its other runs
+                log.warning("run %s: collecting diagnostics failed: %s", run.run_id, type(err).__name__)
+                capture = {**diagnostics.new_capture(run.state, now),
+                           "errors": [f"collecting diagnostics failed: {type(err).__name__}"]}
+        self._attach_diagnostics(run, capture)
+
+    def _attach_diagnostics(self, run: Run, capture: dict) -> None:
+        for _ in range(SAVE_ATTEMPTS):
+            if capture.get("moment") == diagnostics.OUTCOME and run.diagnostics:
+                attached = diagnostics.merge(run.diagnostics, capture)
+            else:
+                attached = capture
+            try:
+                self.store.save(replace(run, diagnostics=attached))
+                return
+            except self._stale():
+                fresh = self.store.get_run(run.namespace, run.run_id)
+                if fresh is None or not diagnostics.supersedes(capture, fresh.diagnostics):
+                    return
+                run = fresh
+            except AppError as err:  # the table refused or is down: the transition is saved already
+                log.warning("run %s: diagnostics not saved: %s", run.run_id, err.message)
+                return
 
     # --------------------------------------------------------------- events
 
@@ -463,6 +594,97 @@ class RunService:
 
     def _table_request_total(self) -> int:
         return sum(getattr(self.store, "requests", {}).values())
+
+
+def recorded_parameter_changes(template: dict, parameters: list[jobspec.Parameter]) -> str:
+    """The parameter-changes annotation (JSON) for a run of ``template`` - the cloned source Job or
+    the fallback spec, before the overlay - with ``parameters``.
+
+    One entry per variable the run adds (``"change": "added"``) or sets to another value than the
+    source's (``"overridden"``, with ``from``: the source's literal cut to ``MAX_SOURCE_VALUE_CHARS``,
+    or ``valueFrom: <kind>`` when the source read it from a Secret, ConfigMap or field). Secret
+    parameters are marked ``"secret": true``, never compared (``unchanged`` would confirm a guess),
+    and their source literal is ``***``. Recorded at submit, because the source Job may change or
+    vanish before anyone asks; kept under ``MAX_PARAMETER_CHANGES_CHARS`` (``from`` values go first).
+    """
+    spec = ((template.get("spec") or {}).get("template") or {}).get("spec") or {}
+    containers = spec.get("containers") or []
+    env = containers[0].get("env") if containers and isinstance(containers[0], dict) else None
+    source: dict[str, dict] = {}
+    for item in env or []:
+        if isinstance(item, dict) and isinstance(item.get("name"), str):
+            source[item["name"]] = item  # a repeated name: the last entry is the one the container sees
+    changes: list[dict] = []
+    for p in parameters:
+        before = source.get(p.name)
+        entry: dict = {"name": p.name, "change": "overridden"}
+        if before is None:
+            entry = {"name": p.name, "change": "added", "from": None}
+        elif isinstance(before.get("valueFrom"), dict):
+            entry["from"] = f"valueFrom: {next(iter(before['valueFrom']), '?')}"
+        elif p.secret:
+            entry["from"] = REDACTED
+        else:
+            value = str(before.get("value") or "")
+            if value == p.value:
+                continue
+            entry["from"] = value if len(value) <= MAX_SOURCE_VALUE_CHARS else value[:MAX_SOURCE_VALUE_CHARS - 1] + "…"
+        if p.secret:
+            entry["secret"] = True
+        changes.append(entry)
+    text = json.dumps(changes, separators=(",", ":"), ensure_ascii=False)
+    if len(text) > MAX_PARAMETER_CHANGES_CHARS:
+        changes = [{k: v for k, v in c.items() if k != "from"} for c in changes]
+        text = json.dumps(changes, separators=(",", ":"), ensure_ascii=False)
+    while len(text) > MAX_PARAMETER_CHANGES_CHARS and changes:
+        changes = changes[: len(changes) // 2]
+        text = json.dumps([*changes, {"truncated": True}], separators=(",", ":"), ensure_ascii=False)
+    return text
+
+
+def _annotate(job: dict, key: str, value: str) -> None:
+    meta = job.setdefault("metadata", {})
+    if not isinstance(meta.get("annotations"), dict):
+        meta["annotations"] = {}
+    meta["annotations"][key] = value
+
+
+def _is_secret_record(record: dict) -> bool:
+    return str(record.get("dataType") or "").lower() == "secret"
+
+
+def _rerun_secrets(original: Run, given: list[jobspec.Parameter]) -> list[jobspec.Parameter]:
+    """The Secret values a rerun of ``original`` was given, checked against what it needs."""
+    needed = [r.get("name") for r in original.parameters if isinstance(r, dict) and _is_secret_record(r)]
+    for p in given:
+        if p.name not in needed:
+            raise ValidationFailed(
+                f"Parameter {p.name[:80]!r} is not a Secret parameter of run {original.run_id}: a rerun replays "
+                "the run's other values unchanged, and takes only the values of its Secret parameters",
+                field=f"parameters.{p.name[:80]}")
+    missing = [name for name in needed if name not in {p.name for p in given}]
+    if missing:
+        raise ValidationFailed(
+            f"Run {original.run_id} has Secret parameter(s) {', '.join(missing)}, whose values are not kept "
+            "once its Job is gone: give them again as {\"parameters\": {NAME: value}} to rerun it",
+            field="parameters", details={"missingSecretParameters": missing})
+    by_name = {p.name: replace(p, data_type="Secret") for p in given}
+    return [by_name[name] for name in needed]
+
+
+def _replayed_parameters(original: Run, secrets: list[jobspec.Parameter]) -> list[jobspec.Parameter]:
+    """The original run's parameters in their order, Secret values from ``secrets``."""
+    by_name = {p.name: p for p in secrets}
+    replayed = []
+    for record in original.parameters:
+        if not isinstance(record, dict) or not isinstance(record.get("name"), str):
+            continue
+        if _is_secret_record(record):
+            replayed.append(by_name[record["name"]])
+        else:
+            replayed.append(jobspec.Parameter(record["name"], str(record.get("value") or ""),
+                                              record.get("dataType") or "String", record.get("direction") or "Input"))
+    return replayed
 
 
 def _age(created_at: datetime | None, now: datetime) -> float:

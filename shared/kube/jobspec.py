@@ -82,7 +82,7 @@ _SERVER_LABELS = frozenset({
 _LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 _OWN_KEYS = frozenset({
     MANAGED_BY_LABEL, RUN_ID_LABEL, EXTERNAL_ID_LABEL, IDEMPOTENCY_KEY_ANNOTATION, SPEC_HASH_ANNOTATION,
-    SOURCE_RV_ANNOTATION,
+    SOURCE_RV_ANNOTATION, "polysync.io/rerun-of", "polysync.io/parameter-changes",
 })
 
 

@@ -3,15 +3,28 @@
 ``Status`` is Polysync's vocabulary and is what callers branch on; ``Phase`` says more (queued,
 stalled, terminating, lost) without breaking callers that only know the six statuses. Nothing
 here does I/O or reads the clock: callers pass ``now``.
+
+A run also says where its spec came from, so it can be reproduced: its rendered Job carries, in
+annotations, which env vars the run changed against the source Job's defaults
+(``parameter_changes`` is the view of that) and, for a rerun, the run it repeats
+(``Run.rerun_of``). Annotations, like the source's resourceVersion: they travel with the stored
+rendered Job and with the Job in the cluster, and the run's parameter records stay as callers
+know them.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 
 HISTORY_LIMIT = 50
+RERUN_OF_ANNOTATION = "polysync.io/rerun-of"  # on a rerun's Job: the run whose rendered spec it repeats
+# On a run's Job: JSON [{"name", "change": "added" | "overridden", "from"?, "secret"?}], the env vars
+# the run set differently from its source Job (written by the service at submit).
+PARAMETER_CHANGES_ANNOTATION = "polysync.io/parameter-changes"
+REDACTED = "***"
 
 
 class Status(StrEnum):
@@ -95,6 +108,45 @@ class Run:
     @property
     def state(self) -> RunState:
         return RunState(self.status, self.phase, self.reason, self.message)
+
+    @property
+    def rendered_annotations(self) -> dict:
+        annotations = ((self.rendered_job or {}).get("metadata") or {}).get("annotations")
+        return annotations if isinstance(annotations, dict) else {}
+
+    @property
+    def rerun_of(self) -> str | None:
+        """The run this one reran (from its rendered Job's annotation), or None."""
+        value = self.rendered_annotations.get(RERUN_OF_ANNOTATION)
+        return value if isinstance(value, str) and value else None
+
+
+def parameter_changes(run: Run) -> list[dict] | None:
+    """The env vars ``run`` set differently from its source Job: ``[{"name", "change", "from", "to"}]``.
+
+    ``change`` is ``added`` (the source has no such variable; ``from`` is None) or ``overridden``
+    (``from`` is the source's literal default, cut short, or ``valueFrom: secretKeyRef`` and the
+    like when the source read it from elsewhere); ``to`` is the run's value. Parameters equal to
+    the source's default are left out. A Secret parameter's ``to`` is ``***``, and so is its
+    ``from`` when the source had a literal default.
+    None when the run does not know (made before this was recorded, or its rendered Job was too
+    large to keep).
+    """
+    raw = run.rendered_annotations.get(PARAMETER_CHANGES_ANNOTATION)
+    if not isinstance(raw, str):
+        return None
+    try:
+        recorded = json.loads(raw)
+    except ValueError:
+        return None
+    values = {p.get("name"): p.get("value") for p in run.parameters if isinstance(p, dict)}
+    changes = []
+    for item in recorded if isinstance(recorded, list) else []:
+        if not isinstance(item, dict) or item.get("change") not in ("added", "overridden"):
+            continue
+        changes.append({"name": item.get("name"), "change": item["change"], "from": item.get("from"),
+                        "to": REDACTED if item.get("secret") else values.get(item.get("name"))})
+    return changes
 
 
 def apply_state(run: Run, state: RunState, now: datetime) -> Run | None:
