@@ -160,6 +160,11 @@ class RunService:
         if req.idempotency_key:
             existing = self.store.get_run_by_idempotency_key(req.namespace, req.idempotency_key)
             if existing is not None:
+                if existing.external_id != req.external_id:
+                    # A reused key must not silently answer with another Job's run.
+                    raise Conflict(f"idempotencyKey already belongs to run {existing.run_id} of "
+                                   f"{existing.external_id!r}, not of {req.external_id!r}",
+                                   field="idempotencyKey", details={"runId": existing.run_id})
                 return self._resume_if_unconfirmed(existing, req)
 
         template, source, source_rv = self._template_for(req)
@@ -201,6 +206,10 @@ class RunService:
             if existing is None:
                 raise Conflict("A run with this idempotency key is being created; retry shortly",
                                field="idempotencyKey") from None
+            if existing.external_id != run.external_id:
+                raise Conflict(f"idempotencyKey already belongs to run {existing.run_id} of "
+                               f"{existing.external_id!r}", field="idempotencyKey",
+                               details={"runId": existing.run_id}) from None
             return SubmitResult(existing, created=False, ignored_parameters=ignored_parameters)
         run = self._create_job(run, rendered)
         return SubmitResult(run, created=True, ignored_parameters=ignored_parameters)

@@ -186,3 +186,15 @@ def test_poll_route_follows_the_asynchronous_pattern(app):
     assert (failed.status, failed.json["runtimeStatus"]) == (409, "Failed")
     stopped = app.get(f"/api/runs/{cancelled}/poll")
     assert (stopped.status, stopped.json["runtimeStatus"]) == (409, "Terminated")
+
+
+def test_an_idempotency_key_reused_for_another_job_is_409_and_creates_nothing(app):
+    app.sim.put("jobs", "default", source_job("first", {}))
+    app.sim.put("jobs", "default", source_job("second", {}))
+    run_id = _submit(app, "first", {"idempotencyKey": "k-1"}).json["runId"]
+    before = len(app.sim.objects("jobs", "default"))
+    answer = app.submit("second", {"idempotencyKey": "k-1"})
+    assert answer.status == 409
+    assert answer.json["error"]["field"] == "idempotencyKey"
+    assert answer.json["error"]["runId"] == run_id
+    assert len(app.sim.objects("jobs", "default")) == before
