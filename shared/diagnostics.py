@@ -41,6 +41,7 @@ from datetime import UTC, datetime
 
 from shared.kube import jobspec
 from shared.kube.errors import KubeError
+from shared.kube.status import parse_time
 from shared.runs.model import Phase, Run, RunState, Status
 
 MAX_PODS = 5
@@ -153,16 +154,6 @@ def _error_text(err: Exception) -> str:
 # -------------------------------------------------------------------------------- pure: pods
 
 
-def _parse_time(value: object) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
 def _container_statuses(pod: dict) -> list[tuple[dict, bool]]:
     status = pod.get("status") or {}
     found = [(cs, True) for cs in status.get("initContainerStatuses") or [] if isinstance(cs, dict)]
@@ -194,7 +185,7 @@ def select_pods(pods: Iterable[dict], limit: int = MAX_PODS) -> tuple[list[dict]
     pods = [p for p in pods if isinstance(p, dict)]
 
     def key(pod: dict):
-        created = _parse_time((pod.get("metadata") or {}).get("creationTimestamp")) or _EPOCH
+        created = parse_time((pod.get("metadata") or {}).get("creationTimestamp")) or _EPOCH
         name = str((pod.get("metadata") or {}).get("name") or "")
         return (not pod_troubled(pod), -created.timestamp() if created != _EPOCH else 0.0, name)
 
@@ -276,8 +267,8 @@ def warning_events(events: Iterable[dict], *, secret_names: Iterable[str] = (),
     warnings = [e for e in events if isinstance(e, dict) and e.get("type") == "Warning"]
 
     def last_seen(event: dict) -> datetime:
-        return (_parse_time(event.get("lastTimestamp")) or _parse_time(event.get("eventTime"))
-                or _parse_time((event.get("metadata") or {}).get("creationTimestamp")) or _EPOCH)
+        return (parse_time(event.get("lastTimestamp")) or parse_time(event.get("eventTime"))
+                or parse_time((event.get("metadata") or {}).get("creationTimestamp")) or _EPOCH)
 
     newest = sorted(warnings, key=last_seen)[-limit:] if limit > 0 else []
     out = []

@@ -30,20 +30,16 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
-import ssl
-import sys
-import tempfile
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
-from tools.certs import make_self_signed
+from tools.loopback import LoopbackTlsStub, TlsServer
 
 ADMIN = "admin"
 USER = "user"
@@ -129,32 +125,9 @@ def aks_kubeconfig(
     }
 
 
-class _TLSServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, address, handler, context: ssl.SSLContext, stub: ArmStub):
-        self.context = context
-        self.stub = stub
-        super().__init__(address, handler)
-
-    def get_request(self):
-        sock, addr = super().get_request()
-        # The TLS handshake happens on first read, in the handler's thread: a client that
-        # connects and stalls must not block the accept loop for everyone else.
-        return self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
-
-    def handle_error(self, request, client_address):
-        # A client that does not trust the certificate aborts the handshake: expected in tests
-        # that prove exactly that, and not worth a traceback on stderr.
-        if isinstance(sys.exc_info()[1], (ssl.SSLError, ConnectionError)):
-            return
-        super().handle_error(request, client_address)
-
-
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: _TLSServer
+    server: TlsServer
 
     def log_message(self, format, *args):  # noqa: A002 - signature fixed by the base class
         pass
@@ -180,8 +153,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(404, {"error": {"code": "NoRegisteredProviderFound", "message": "not stubbed"}})
 
 
-class ArmStub:
+class ArmStub(LoopbackTlsStub):
     """``listClusterAdminCredential`` / ``listClusterUserCredential`` over loopback HTTPS."""
+
+    name = "armstub"
+    handler = _Handler
 
     def __init__(
         self,
@@ -202,26 +178,10 @@ class ArmStub:
         self.requests: Counter[str] = Counter()
         self.authorizations: list[str] = []
         self.api_versions: list[str] = []
-        self._cert_path = cert_path
-        self._key_path = key_path
-        self._own_cert_dir: str | None = None
-        self._server: _TLSServer | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__(cert_path, key_path)
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ lifecycle
-
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("ArmStub is not started")
-        return f"https://127.0.0.1:{self._server.server_address[1]}"
-
-    @property
-    def ca_path(self) -> str:
-        if self._cert_path is None:
-            raise RuntimeError("ArmStub is not started")
-        return self._cert_path
 
     @property
     def resource_id(self) -> str:
@@ -229,38 +189,6 @@ class ArmStub:
             f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
             f"/providers/Microsoft.ContainerService/managedClusters/{self.cluster_name}"
         )
-
-    def start(self) -> str:
-        if self._cert_path is None or self._key_path is None:
-            self._own_cert_dir = tempfile.mkdtemp(prefix="armstub-")
-            self._cert_path, self._key_path = make_self_signed(self._own_cert_dir)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(self._cert_path, self._key_path)
-        self._server = _TLSServer(("127.0.0.1", 0), _Handler, context, self)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="armstub", daemon=True)
-        self._thread.start()
-        return self.url
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-        if self._own_cert_dir is not None:
-            shutil.rmtree(self._own_cert_dir, ignore_errors=True)
-            self._own_cert_dir = None
-            self._cert_path = self._key_path = None
-
-    def __enter__(self) -> ArmStub:
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     @property
     def total_requests(self) -> int:

@@ -35,16 +35,13 @@ from __future__ import annotations
 
 import json
 import secrets
-import shutil
-import ssl
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
-from tools.certs import make_self_signed
+from tools.loopback import LoopbackTlsStub, TlsServer
 
 EVENTS_PATH = "/api/events"
 IDENTITY_PATH = "/msi/token"
@@ -66,25 +63,9 @@ class Attempt:
     event_ids: list[str] = field(default_factory=list)
 
 
-class _TLSServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, address, handler, context: ssl.SSLContext, stub: EventGridStub):
-        self.context = context
-        self.stub = stub
-        super().__init__(address, handler)
-
-    def get_request(self):
-        sock, addr = super().get_request()
-        # Handshake in the handler's thread: a client that connects and stalls must not block
-        # the accept loop for everyone else.
-        return self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
-
-
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: _TLSServer
+    server: TlsServer
 
     def log_message(self, format, *args):  # noqa: A002 - signature fixed by the base class
         pass
@@ -116,8 +97,11 @@ def _error(code: str, message: str) -> dict:
     return {"error": {"code": code, "message": message}}
 
 
-class EventGridStub:
+class EventGridStub(LoopbackTlsStub):
     """An Event Grid basic topic for CloudEvents, on ``https://127.0.0.1:<port>/api/events``."""
+
+    name = "eventgridstub"
+    handler = _Handler
 
     def __init__(self, key: str | None = None, *, cert_path: str | None = None, key_path: str | None = None):
         self.key = key if key is not None else secrets.token_urlsafe(32)
@@ -131,21 +115,11 @@ class EventGridStub:
         self._fail_after = 0
         self._hang_left: int | None = 0
         self._release = threading.Event()
-        self._cert_path = cert_path
-        self._key_path = key_path
-        self._own_cert_dir: str | None = None
-        self._server: _TLSServer | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__(cert_path, key_path)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
 
     # ------------------------------------------------------------------ lifecycle
-
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("EventGridStub is not started")
-        return f"https://127.0.0.1:{self._server.server_address[1]}"
 
     @property
     def endpoint(self) -> str:
@@ -156,45 +130,11 @@ class EventGridStub:
     def identity_endpoint(self) -> str:
         return self.url + IDENTITY_PATH
 
-    @property
-    def ca_path(self) -> str:
-        if self._cert_path is None:
-            raise RuntimeError("EventGridStub is not started")
-        return self._cert_path
-
-    def start(self) -> str:
-        if self._cert_path is None or self._key_path is None:
-            self._own_cert_dir = tempfile.mkdtemp(prefix="eventgridstub-")
-            self._cert_path, self._key_path = make_self_signed(self._own_cert_dir)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(self._cert_path, self._key_path)
+    def _before_start(self) -> None:
         self._release.clear()
-        self._server = _TLSServer(("127.0.0.1", 0), _Handler, context, self)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="eventgridstub", daemon=True)
-        self._thread.start()
-        return self.url
 
-    def stop(self) -> None:
+    def _before_stop(self) -> None:
         self._release.set()  # let hung handlers go first, or shutdown waits on them
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-        if self._own_cert_dir is not None:
-            shutil.rmtree(self._own_cert_dir, ignore_errors=True)
-            self._own_cert_dir = None
-            self._cert_path = self._key_path = None
-
-    def __enter__(self) -> EventGridStub:
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     # ------------------------------------------------------------------ modes
 

@@ -74,7 +74,8 @@ def _unknown(reason: str, message: str) -> RunState:
     return _state(Status.UNKNOWN, Phase.UNKNOWN, reason, message)
 
 
-def _parse_time(value: object) -> datetime | None:
+def parse_time(value: object) -> datetime | None:
+    """A Kubernetes timestamp as an aware datetime; None when absent or malformed."""
     if not isinstance(value, str) or not value:
         return None
     try:
@@ -85,7 +86,7 @@ def _parse_time(value: object) -> datetime | None:
 
 
 def _transition_time(condition: dict) -> datetime:
-    return _parse_time(condition.get("lastTransitionTime")) or _EPOCH
+    return parse_time(condition.get("lastTransitionTime")) or _EPOCH
 
 
 def _true_conditions(conditions: list) -> dict[str, dict]:
@@ -189,7 +190,7 @@ def _pod_name(pod: dict) -> str:
 
 def _stuck(pod: dict) -> tuple[datetime | None, str, str] | None:
     """(since, reason, message) when a pending pod waits on something that may never come."""
-    created = _parse_time((pod.get("metadata") or {}).get("creationTimestamp"))
+    created = parse_time((pod.get("metadata") or {}).get("creationTimestamp"))
     for cs in _container_statuses(pod):
         waiting = _waiting(cs)
         if waiting.get("reason") in STALL_WAITING_REASONS:
@@ -199,7 +200,7 @@ def _stuck(pod: dict) -> tuple[datetime | None, str, str] | None:
     for cond in (pod.get("status") or {}).get("conditions") or []:
         if (isinstance(cond, dict) and cond.get("type") == "PodScheduled" and cond.get("status") == "False"
                 and cond.get("reason") == UNSCHEDULABLE):
-            since = _parse_time(cond.get("lastTransitionTime")) or created
+            since = parse_time(cond.get("lastTransitionTime")) or created
             return since, UNSCHEDULABLE, cond.get("message") or "no node can run the pod"
     return None
 
