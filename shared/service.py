@@ -39,11 +39,13 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from functools import cached_property
+from functools import cached_property, partial
 
 from shared import diagnostics
 from shared.errors import AppError, Conflict, NotFound, UpstreamError, ValidationFailed
@@ -66,6 +68,7 @@ log = logging.getLogger(__name__)
 
 MISSING_SWEEPS_BEFORE_LOST = 2
 SAVE_ATTEMPTS = 5
+SWEEP_WRITE_WORKERS = 8  # concurrent per-run writes in one sweep (Table requests are network-bound)
 POD_SELECTOR_MAX_RUNS = 50  # above this, list every run pod instead of naming runs in the selector
 OUTBOX_LEASE_SECONDS = 20  # shorter than a sweep period: an event a dead sweep claimed goes out next time
 # Each capture costs up to ~17 Kubernetes reads; a sweep in which more runs turn failing records
@@ -129,6 +132,7 @@ class RunService:
         self.store = store
         self._kube_factory = kube_factory
         self.clock = clock
+        self._diagnosed_lock = threading.Lock()
 
     @cached_property
     def kube(self):
@@ -415,6 +419,7 @@ class RunService:
                 if run_label:
                     pods_by_run.setdefault(run_label, []).append(pod)
 
+        work = []
         for marker in active:
             job = jobs.get(marker.run_id)
             pods = pods_by_run.get(marker.run_id, [])
@@ -422,15 +427,15 @@ class RunService:
                 if marker.phase == Phase.SUBMITTING and _age(marker.created_at, now) < 60:
                     continue  # the create may still be in flight
                 if marker.missing_sweeps + 1 < MISSING_SWEEPS_BEFORE_LOST:
-                    self._note_missing(namespace, marker.run_id, summary)
+                    work.append(partial(self._note_missing, namespace, marker.run_id, summary))
                     continue
             state = decode_job_status(job, pods, now=now, stall_after_seconds=self.settings.stall_after_seconds,
                                       cancel_requested=marker.cancel_requested_at is not None)
             if (marker.status, marker.phase, marker.reason, marker.message) == (
                     state.status, state.phase, state.reason, state.message) and marker.missing_sweeps == 0:
                 continue
-            if self._record(namespace, marker.run_id, job, pods, now, summary):
-                summary.changed += 1
+            work.append(partial(self._record, namespace, marker.run_id, job, pods, now, summary))
+        summary.changed += sum(1 for recorded in _run_concurrently(work) if recorded is True)
 
     def _needs_pods(self, marker, job: dict | None, now: datetime) -> bool:
         """Pods cost a LIST; fetch them only when they can change the decoded state."""
@@ -488,14 +493,17 @@ class RunService:
 
     def _diagnose(self, run: Run, now: datetime, summary: SweepSummary) -> None:
         """Capture the failing run's evidence and attach it: best effort, after its state is saved."""
-        if summary.diagnosed >= MAX_DIAGNOSED_PER_SWEEP:
+        with self._diagnosed_lock:
+            over_budget = summary.diagnosed >= MAX_DIAGNOSED_PER_SWEEP
+            if not over_budget:
+                summary.diagnosed += 1
+        if over_budget:
             log.warning("run %s: diagnostics not captured, %d runs were diagnosed in this sweep already",
                         run.run_id, MAX_DIAGNOSED_PER_SWEEP)
             capture = {**diagnostics.new_capture(run.state, now),
                        "errors": [f"not captured: more than {MAX_DIAGNOSED_PER_SWEEP} runs turned failing in "
                                   "one sweep"]}
         else:
-            summary.diagnosed += 1
             try:
                 capture = diagnostics.collect_diagnostics(
                     self.kube, run.namespace, run.run_id, state=run.state, now=now,
@@ -694,6 +702,18 @@ def _replayed_parameters(original: Run, secrets: list[jobspec.Parameter]) -> lis
             replayed.append(jobspec.Parameter(record["name"], str(record.get("value") or ""),
                                               record.get("dataType") or "String", record.get("direction") or "Input"))
     return replayed
+
+
+def _run_concurrently(work: list) -> list:
+    """Run the sweep's per-run writes on a few threads: each is a Table read and an ETag-guarded
+    batch (network-bound, independent per run), so a mass transition of thousands of runs takes
+    seconds, not minutes. Order does not matter; every write is still guarded by its run's ETag."""
+    if len(work) <= 1:
+        return [task() for task in work]
+    with ThreadPoolExecutor(max_workers=min(SWEEP_WRITE_WORKERS, len(work)),
+                            thread_name_prefix="sweep-write") as pool:
+        futures = [pool.submit(task) for task in work]
+        return [f.result() for f in futures]
 
 
 def _age(created_at: datetime | None, now: datetime) -> float:
