@@ -8,7 +8,7 @@ gets a core of its own while the measured code runs.
 
 ``simulated_cluster(latency)`` starts one ``KubeSim`` (manual clock, every request delayed by
 ``latency`` seconds) behind a ``multiprocessing`` manager and yields a proxy of ``ClusterControl``:
-seed Jobs, move the clock, read and reset the request counters. Everything crossing the process
+seed Jobs, move the clock, read the request counter. Everything crossing the process
 boundary is plain picklable data.
 
 What it deliberately does not do: talk to the app, decide what is measured, or expose the
@@ -56,17 +56,9 @@ class ClusterControl:
     def advance(self, seconds: float) -> None:
         self._sim.advance(seconds)
 
-    def jobs(self, namespace: str) -> int:
-        return len(self._sim.objects("jobs", namespace))
-
     def request_total(self) -> int:
+        """Requests that reached the server since the start (faults and 4xx included)."""
         return sum(self._sim.requests.values())
-
-    def requests_by_route(self) -> dict[str, int]:
-        return {f"{method} {template}": n for (method, template), n in self._sim.requests.items()}
-
-    def reset_counters(self) -> None:
-        self._sim.reset_counters()
 
     def stop(self) -> None:
         self._sim.stop()
