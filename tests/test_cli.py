@@ -10,52 +10,13 @@ from __future__ import annotations
 import io
 import json
 import socket
-import threading
-from contextlib import contextmanager
-
-import pytest
 
 from aksjobs_cli import ExitCode, main
 from aksjobs_cli.outcomes import exit_code_for
 from aksjobs_cli.rendering import run_details, status_line
-from tests.fixtures.app import FUNCTION_KEY, source_job
+from tests.fixtures.app import cluster_moving, source_job
 
 FAST_WATCH = ["--interval", "0.1", "--timeout", "30"]
-
-
-@pytest.fixture
-def served(app, monkeypatch):
-    """The app on a real port; the CLI finds it through AKSJOBS_URL / AKSJOBS_KEY."""
-    url = app.host.start()
-    monkeypatch.setenv("AKSJOBS_URL", url)
-    monkeypatch.setenv("AKSJOBS_KEY", FUNCTION_KEY)
-    yield app
-    app.host.stop()
-
-
-@contextmanager
-def cluster_moving(app, step: float = 10, every: float = 0.2):
-    """Advance the simulated cluster and sweep every ``every`` seconds while the block runs."""
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def loop():
-        while not stop.wait(every):
-            try:
-                app.sim.advance(step)
-                app.host.fire_timer("sweep")
-            except BaseException as err:  # surfaced to the test below
-                errors.append(err)
-                return
-
-    thread = threading.Thread(target=loop, name="cluster-moving", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(10)
-    assert not errors, errors
 
 
 def put_source(app, name: str, env: dict | None = None, *, scenario: str | None = None, **spec) -> None:

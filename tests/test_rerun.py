@@ -9,16 +9,12 @@ from __future__ import annotations
 import base64
 import copy
 import json
-import threading
-from contextlib import contextmanager
 from dataclasses import replace
-
-import pytest
 
 from aksjobs_cli import ExitCode, main
 from shared.kube.jobspec import spec_hash
 from shared.runs.model import parameter_changes
-from tests.fixtures.app import FUNCTION_KEY, source_job
+from tests.fixtures.app import cluster_moving, source_job
 
 # Metadata that names one run or one object instance, not what runs: everything else must match.
 _INSTANCE_META = ("name", "uid", "resourceVersion", "creationTimestamp", "generation", "managedFields")
@@ -186,43 +182,10 @@ def test_rerun_of_an_unknown_run_is_404_and_a_bad_body_is_422(app):
 # --------------------------------------------------------------------------------------- CLI
 
 
-@pytest.fixture
-def served(app, monkeypatch):
-    url = app.host.start()
-    monkeypatch.setenv("AKSJOBS_URL", url)
-    monkeypatch.setenv("AKSJOBS_KEY", FUNCTION_KEY)
-    yield app
-    app.host.stop()
-
-
-@contextmanager
-def _cluster_moving(app, step: float = 10, every: float = 0.1):
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def loop():
-        while not stop.wait(every):
-            try:
-                app.sim.advance(step)
-                app.host.fire_timer("sweep")
-            except BaseException as err:  # surfaced below
-                errors.append(err)
-                return
-
-    thread = threading.Thread(target=loop, name="cluster-moving", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(10)
-    assert not errors, errors
-
-
 def test_cli_rerun_watch_exits_with_the_reruns_outcome(served, capsys):
     served.sim.put("jobs", "default", source_job("report", {}, scenario="fail:exit=3:after=2", backoffLimit=0))
     first = _submit(served, "report", {})
-    with _cluster_moving(served):
+    with cluster_moving(served, every=0.1):
         code = main(["--json", "rerun", first, "--watch", "--interval", "0.1", "--timeout", "30"])
     assert code == ExitCode.FAILED
     doc = json.loads(capsys.readouterr().out)
