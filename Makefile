@@ -5,12 +5,13 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 AZURITE_DIR := tools/azurite
 
-.PHONY: setup run test lint bench
+.PHONY: setup run test lint bench lock
 setup: $(VENV)/.installed $(AZURITE_DIR)/node_modules/.installed
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	$(VENV)/bin/pip check --quiet
 	touch $@
 
 $(AZURITE_DIR)/node_modules/.installed: $(AZURITE_DIR)/package.json $(AZURITE_DIR)/package-lock.json
@@ -29,3 +30,15 @@ lint: setup
 
 bench: setup
 	$(PY) -m bench.run $(BENCH_ARGS)
+
+# Recompiles the locks after an edit of requirements*.in, keeping every pin that still fits (add
+# --upgrade-package NAME to move one). Needs the package index; tests/test_lock.py checks the result
+# offline. --strip-extras: pip's constraint files take no extras. --allow-unsafe: pip and setuptools
+# are pinned too (pip-tools needs both), so the dev lock is complete. No --generate-hashes: the
+# remote build and CI may fetch the same release from different mirrors, whose files need not be
+# byte-identical to PyPI's; the exact versions are what makes the builds alike. No index or
+# find-links lines, so the remote build uses its own index, never this machine's mirrors.
+LOCK_FLAGS := --quiet --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links --no-emit-trusted-host
+lock: $(VENV)/.installed
+	CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile $(LOCK_FLAGS) -o requirements.txt requirements.in
+	CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile $(LOCK_FLAGS) -o requirements-dev.txt requirements-dev.in
