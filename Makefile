@@ -9,7 +9,7 @@ AZURITE_DIR := tools/azurite
 setup: $(VENV)/.installed $(AZURITE_DIR)/node_modules/.installed
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
-	$(PYTHON) -m venv $(VENV)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
 	$(VENV)/bin/pip check --quiet
 	touch $@
