@@ -84,6 +84,33 @@ param credentialTtlSeconds int = 3600
 @minValue(1)
 param kubeRequestTimeoutSeconds int = 30
 
+@description('Comma-separated shell-style patterns (case-insensitive): an untyped run parameter whose name matches one is a Secret (kept only in the run\'s Kubernetes Secret); none turns name matching off.')
+param secretParameterPatterns string = '*PASSWORD*,*PASSWD*,*SECRET*,*TOKEN,*_TOKEN_*,*API_KEY*,*APIKEY*,*ACCESS_KEY*,*ACCOUNT_KEY*,*PRIVATE_KEY*,*CONNECTION_STRING*,*CONNSTR*,*CREDENTIAL*'
+
+// ---------------------------------------------------------------------------------------------------
+// Who may call (docs/polysync.md, docs/deploy.md)
+
+@description('key: function keys, checked by the Functions host. entra: Entra ID bearer tokens of the allowed applications (Polysync\'s service principal), checked by the app.')
+@allowed(['key', 'entra'])
+param authMode string = 'key'
+
+@description('Tenant whose tokens are accepted (authMode entra). Empty: the tenant of this deployment.')
+param entraTenantId string = ''
+
+@description('Comma-separated accepted token audiences: the app registration\'s client id and/or Application ID URI (authMode entra).')
+param entraAudience string = ''
+
+@description('Comma-separated client (application) ids allowed to call: Polysync\'s service principal (authMode entra).')
+param entraAllowedClientIds string = ''
+
+@description('Keys signing the status, run and cancel URLs the app hands out (comma-separated, 32+ characters each; the first signs). Empty: generatedRunUrlSigningKey. Set it to keep URLs handed out before a deployment working after it.')
+@secure()
+param runUrlSigningKey string = ''
+
+@description('Used when runUrlSigningKey is empty: a new key per deployment.')
+@secure()
+param generatedRunUrlSigningKey string = newGuid()
+
 // ---------------------------------------------------------------------------------------------------
 // Hosting
 
@@ -191,6 +218,13 @@ var appSettings = {
   JOB_TTL_SECONDS_AFTER_FINISHED: jobTtlSecondsAfterFinished
   CREDENTIAL_TTL_SECONDS: string(credentialTtlSeconds)
   KUBE_REQUEST_TIMEOUT_SECONDS: string(kubeRequestTimeoutSeconds)
+  SECRET_PARAMETER_PATTERNS: secretParameterPatterns
+  AUTH_MODE: authMode
+  ENTRA_TENANT_ID: empty(entraTenantId) ? tenant().tenantId : entraTenantId
+  ENTRA_AUDIENCE: entraAudience
+  ENTRA_ALLOWED_CLIENT_IDS: entraAllowedClientIds
+  AZURE_AUTHORITY_HOST: environment().authentication.loginEndpoint
+  RUN_URL_SIGNING_KEY: empty(runUrlSigningKey) ? generatedRunUrlSigningKey : runUrlSigningKey
 }
 
 module functionApp 'app/functionapp.bicep' = {

@@ -51,3 +51,16 @@ param kubeRequestTimeoutSeconds = int(readEnvironmentVariable('KUBE_REQUEST_TIME
 // Flex Consumption scale limits.
 param maximumInstanceCount = int(readEnvironmentVariable('MAXIMUM_INSTANCE_COUNT', '40'))
 param instanceMemoryMB = int(readEnvironmentVariable('INSTANCE_MEMORY_MB', '2048'))
+
+// Untyped parameters whose names match these patterns are Secrets (docs/polysync.md).
+param secretParameterPatterns = readEnvironmentVariable('SECRET_PARAMETER_PATTERNS', '*PASSWORD*,*PASSWD*,*SECRET*,*TOKEN,*_TOKEN_*,*API_KEY*,*APIKEY*,*ACCESS_KEY*,*ACCOUNT_KEY*,*PRIVATE_KEY*,*CONNECTION_STRING*,*CONNSTR*,*CREDENTIAL*')
+
+// Who may call: key (function keys) or entra (Polysync's service principal; docs/polysync.md).
+param authMode = readEnvironmentVariable('AUTH_MODE', 'key')
+param entraTenantId = readEnvironmentVariable('ENTRA_TENANT_ID', '')
+param entraAudience = readEnvironmentVariable('ENTRA_AUDIENCE', '')
+param entraAllowedClientIds = readEnvironmentVariable('ENTRA_ALLOWED_CLIENT_IDS', '')
+
+// Signs the status URLs handed out. Unset: a new key per deployment, and URLs handed out before a
+// deployment stop working after it; set it once (azd env set RUN_URL_SIGNING_KEY "$(openssl rand -hex 32)").
+param runUrlSigningKey = readEnvironmentVariable('RUN_URL_SIGNING_KEY', '')

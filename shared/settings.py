@@ -20,6 +20,17 @@ from functools import lru_cache
 from shared.errors import SettingsError
 
 CREDENTIAL_MODES = ("admin", "user", "kubeconfig")
+AUTH_MODES = ("key", "entra")
+# Names of untyped parameters treated as Secrets (shell-style, case-insensitive). Chosen to catch
+# passwords, secrets, tokens, API/access/account/private keys, connection strings and credentials,
+# while leaving the usual non-secrets alone: MAX_TOKENS, TOKENIZER, TOKEN_URL, PARTITION_KEY,
+# KEY_VAULT_NAME, AUTHOR, PWD (see tests/test_secret_inference.py).
+DEFAULT_SECRET_PARAMETER_PATTERNS = (
+    "*PASSWORD*,*PASSWD*,*SECRET*,*TOKEN,*_TOKEN_*,*API_KEY*,*APIKEY*,*ACCESS_KEY*,*ACCOUNT_KEY*,"  # noqa: S105 - names, not a password
+    "*PRIVATE_KEY*,*CONNECTION_STRING*,*CONNSTR*,*CREDENTIAL*"
+)
+MIN_SIGNING_KEY_CHARS = 32
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
 
@@ -66,6 +77,18 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "ttlSecondsAfterFinished for created Jobs when the source sets none.", default="86400"),
     SettingSpec("CREDENTIAL_TTL_SECONDS", "How long a fetched kubeconfig is reused.", default="3600"),
     SettingSpec("KUBE_REQUEST_TIMEOUT_SECONDS", "Timeout of one Kubernetes API request.", default="30"),
+    SettingSpec("AUTH_MODE", "key (function keys, checked by the Functions host) | entra (Entra ID bearer "
+                "tokens, checked by the app).", default="key"),
+    SettingSpec("ENTRA_TENANT_ID", "Tenant id (GUID) whose tokens are accepted (AUTH_MODE=entra)."),
+    SettingSpec("ENTRA_AUDIENCE", "Comma-separated accepted token audiences: the app registration's client "
+                "id and/or Application ID URI (AUTH_MODE=entra)."),
+    SettingSpec("ENTRA_ALLOWED_CLIENT_IDS", "Comma-separated client ids (azp / appid) allowed to call, e.g. "
+                "Polysync's service principal (AUTH_MODE=entra)."),
+    SettingSpec("AZURE_AUTHORITY_HOST", "Entra ID authority host.", default="https://login.microsoftonline.com"),
+    SettingSpec("SECRET_PARAMETER_PATTERNS", "Comma-separated shell-style patterns (case-insensitive): an untyped "
+                "parameter whose name matches one is a Secret; 'none' turns name matching off.", default=DEFAULT_SECRET_PARAMETER_PATTERNS),
+    SettingSpec("RUN_URL_SIGNING_KEY", "Comma-separated keys (32+ characters each) signing the status, run and "
+                "cancel URLs handed out; the first signs, every one verifies (rotation).", secret=True),
 )
 
 _SPECS = {s.name: s for s in SETTINGS}
@@ -93,6 +116,13 @@ class Settings:
     job_ttl_seconds_after_finished: int | None = 86400
     credential_ttl_seconds: int = 3600
     kube_request_timeout_seconds: float = 30.0
+    auth_mode: str = "key"
+    entra_tenant_id: str | None = None
+    entra_audiences: tuple[str, ...] = ()
+    entra_allowed_client_ids: tuple[str, ...] = ()
+    authority_host: str = "https://login.microsoftonline.com"
+    secret_parameter_patterns: tuple[str, ...] = tuple(DEFAULT_SECRET_PARAMETER_PATTERNS.split(","))
+    run_url_signing_keys: tuple[str, ...] = field(default=(), repr=False)
 
     @property
     def cluster_resource_id(self) -> str:
@@ -126,6 +156,10 @@ def _int(problems: list[str], name: str, raw: str, *, minimum: int = 0) -> int:
     if value < minimum:
         problems.append(f"{name} must be at least {minimum} (got {value})")
     return value
+
+
+def _csv(raw: str | None) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(v.strip() for v in (raw or "").split(",") if v.strip()))
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -196,6 +230,35 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         problems.append(f"KUBE_REQUEST_TIMEOUT_SECONDS must be a positive number (got {timeout_raw!r})")
         timeout = 30.0
 
+    auth_mode = (get("AUTH_MODE") or "key").lower()
+    if auth_mode not in AUTH_MODES:
+        problems.append(f"AUTH_MODE must be one of {', '.join(AUTH_MODES)} (got {auth_mode!r})")
+    tenant = get("ENTRA_TENANT_ID")
+    audiences = _csv(get("ENTRA_AUDIENCE"))
+    client_ids = tuple(c.lower() for c in _csv(get("ENTRA_ALLOWED_CLIENT_IDS")))
+    if auth_mode == "entra":
+        if not tenant:
+            problems.append("ENTRA_TENANT_ID is required when AUTH_MODE=entra")
+        if not audiences:
+            problems.append("ENTRA_AUDIENCE is required when AUTH_MODE=entra")
+        if not client_ids:
+            problems.append("ENTRA_ALLOWED_CLIENT_IDS is required when AUTH_MODE=entra")
+    if tenant and not _GUID.match(tenant):
+        problems.append("ENTRA_TENANT_ID must be the tenant's id, a GUID")
+    for client_id in client_ids:
+        if not _GUID.match(client_id):
+            problems.append(f"ENTRA_ALLOWED_CLIENT_IDS holds {client_id[:60]!r}, which is not a client id (GUID)")
+    authority = (get("AZURE_AUTHORITY_HOST") or "").rstrip("/")
+    if not authority.startswith("https://"):
+        problems.append("AZURE_AUTHORITY_HOST must be an https:// URL")
+    patterns_raw = get("SECRET_PARAMETER_PATTERNS") or ""
+    patterns = () if patterns_raw.lower() == "none" else _csv(patterns_raw)
+    # Values never echoed: a key is a secret, even a short one.
+    signing_keys = _csv(get("RUN_URL_SIGNING_KEY"))
+    short = sum(1 for k in signing_keys if len(k) < MIN_SIGNING_KEY_CHARS)
+    if short:
+        problems.append(f"RUN_URL_SIGNING_KEY holds {short} key(s) shorter than {MIN_SIGNING_KEY_CHARS} characters")
+
     if problems:
         raise SettingsError(problems)
 
@@ -220,6 +283,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         job_ttl_seconds_after_finished=ttl,
         credential_ttl_seconds=cred_ttl,
         kube_request_timeout_seconds=timeout,
+        auth_mode=auth_mode,
+        entra_tenant_id=tenant.lower() if tenant else None,
+        entra_audiences=audiences,
+        entra_allowed_client_ids=client_ids,
+        authority_host=authority,
+        secret_parameter_patterns=patterns,
+        run_url_signing_keys=signing_keys,
     )
 
 

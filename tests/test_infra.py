@@ -94,6 +94,7 @@ PLATFORM_VARIABLES = {"REQUESTS_CA_BUNDLE", "WEBSITE_HOSTNAME", "WEBSITE_SITE_NA
 # Where the evaluated deployment runs, and what Azure answers for the identity it creates.
 DEPLOY_SUBSCRIPTION = "00000000-0000-0000-0000-0000000000d1"
 DEPLOY_RESOURCE_GROUP = "rg-aksjobs"
+DEPLOY_TENANT = "00000000-0000-0000-0000-0000000000e1"
 LOCATION = "westeurope"
 IDENTITY_CLIENT_ID = "11111111-1111-1111-1111-111111111111"
 IDENTITY_PRINCIPAL_ID = "22222222-2222-2222-2222-222222222222"
@@ -191,6 +192,22 @@ def test_deployed_settings_pass_the_apps_own_validation(mode):
     assert settings.azure_client_id == IDENTITY_CLIENT_ID
     assert settings.arm_endpoint == "https://management.azure.com"
     assert settings.runs_table_connection_string is None
+
+
+def test_entra_mode_deploys_settings_the_app_accepts_with_the_deployments_tenant_by_default():
+    client = "5e1b7c2d-2222-4222-8222-00000000b0c5"
+    d = deploy(authMode="entra", entraAudience="api://aks-jobs", entraAllowedClientIds=client)
+    settings = load_settings(d.app_settings)
+    assert (settings.auth_mode, settings.entra_tenant_id) == ("entra", DEPLOY_TENANT)
+    assert settings.entra_audiences == ("api://aks-jobs",) and settings.entra_allowed_client_ids == (client,)
+    assert settings.authority_host == "https://login.microsoftonline.com"
+
+
+def test_a_run_url_signing_key_is_always_deployed_and_a_given_one_wins():
+    generated = load_settings(deploy().app_settings).run_url_signing_keys
+    assert len(generated) == 1 and len(generated[0]) >= 32
+    given = "a" * 64
+    assert load_settings(deploy(runUrlSigningKey=given).app_settings).run_url_signing_keys == (given,)
 
 
 def test_runs_table_setting_points_at_the_deployed_accounts_table_service():
@@ -833,7 +850,10 @@ class Evaluation:
             "union": lambda *objs: {k: v for o in objs for k, v in o.items()},
             "uniqueString": lambda *xs: hashlib.sha256("|".join(xs).encode()).hexdigest()[:13],
             "guid": lambda *xs: str(uuid.uuid5(uuid.NAMESPACE_URL, "|".join(xs))),
-            "environment": lambda: {"name": "AzureCloud", "resourceManager": "https://management.azure.com/"},
+            "environment": lambda: {"name": "AzureCloud", "resourceManager": "https://management.azure.com/",
+                                    "authentication": {"loginEndpoint": "https://login.microsoftonline.com/"}},
+            "tenant": lambda: {"tenantId": DEPLOY_TENANT},
+            "newGuid": lambda: str(uuid.uuid4()),
             "subscription": lambda: {"subscriptionId": self.subscription, "id": f"/subscriptions/{self.subscription}"},
             "resourceGroup": lambda: {"name": self.resource_group, "location": LOCATION,
                                       "id": f"/subscriptions/{self.subscription}/resourceGroups/{self.resource_group}"},
