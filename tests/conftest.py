@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.arm",
     "tests.fixtures.app",
     "tests.fixtures.eventgrid",
+    "tests.fixtures.entra",
 ]
