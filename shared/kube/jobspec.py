@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import fnmatch
 import hashlib
 import json
 import math
@@ -33,7 +34,7 @@ import os
 import re
 import shlex
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from shared.errors import NotFound, ValidationFailed
 
@@ -108,6 +109,8 @@ class Parameter:
     value: str = field(repr=False)
     data_type: str = "String"
     direction: str = "Input"
+    # True when the caller named the dataType; only untyped values are inferred Secrets.
+    explicit_type: bool = field(default=False, compare=False)
 
     @property
     def secret(self) -> bool:
@@ -265,8 +268,70 @@ def normalize_parameters(raw: object) -> tuple[list[Parameter], list[str]]:
         if total > MAX_TOTAL_BYTES:
             raise ValidationFailed(f"The parameters add up to more than {MAX_TOTAL_BYTES} bytes",
                                    field="parameters")
-        sent.append(Parameter(name, text, dt, dr))
+        sent.append(Parameter(name, text, dt, dr, explicit_type=it.data_type is not None))
     return sent, ignored
+
+
+def secret_env_names(job: dict | None) -> set[str]:
+    """Names of the first container's env entries that take their value from a Secret."""
+    containers = (((job or {}).get("spec") or {}).get("template") or {}).get("spec", {}).get("containers") or []
+    env = containers[0].get("env") if containers and isinstance(containers[0], dict) else None
+    return {item["name"] for item in env or []
+            if isinstance(item, dict) and isinstance(item.get("name"), str)
+            and isinstance(item.get("valueFrom"), dict) and item["valueFrom"].get("secretKeyRef")}
+
+
+def matches_secret_pattern(name: str, patterns: Iterable[str]) -> bool:
+    """Whether ``name`` matches one of the shell-style ``patterns``, ignoring case."""
+    lowered = name.lower()
+    return any(fnmatch.fnmatchcase(lowered, pattern.lower()) for pattern in patterns)
+
+
+def infer_secrets(parameters: Iterable[Parameter], *, source_job: dict | None,
+                  patterns: Iterable[str]) -> list[Parameter]:
+    """Untyped parameters that are Secrets, made so.
+
+    Polysync sends a Secret as a plain JSON string with no type. A parameter without an explicit
+    ``dataType`` becomes a Secret when the source Job's env entry of that name takes its value from
+    a Secret (``valueFrom.secretKeyRef``: overlaying a literal would move the value out of the
+    Secret) or its name matches one of ``patterns`` (SECRET_PARAMETER_PATTERNS). A parameter typed
+    explicitly - ``Secret`` or ``String`` - keeps its type: ``String`` is how a caller says that a
+    name like ``TOKEN_LIMIT`` holds no secret.
+    """
+    from_secrets = secret_env_names(source_job)
+    patterns = tuple(patterns)
+    result = []
+    for p in parameters:
+        if not p.explicit_type and not p.secret and (p.name in from_secrets or matches_secret_pattern(p.name, patterns)):
+            if len(p.name) > MAX_SECRET_KEY_CHARS:
+                raise ValidationFailed(f"Parameter {_shown(p.name)} is a Secret and has a name longer than "
+                                       f"{MAX_SECRET_KEY_CHARS} characters (it becomes a Secret key)",
+                                       field=f"parameters.{p.name[:60]}")
+            p = replace(p, data_type="Secret")
+        result.append(p)
+    return result
+
+
+def drop_route_values(parameters: Iterable[Parameter], route_values: dict[str, str], *,
+                      field_prefix: str = "") -> tuple[list[Parameter], list[str]]:
+    """(parameters, names dropped): route values a caller also sent as parameters.
+
+    Polysync fills ``{externalId}`` in the URL from the parameter of that name and may send the
+    parameter in the body too: such a value is the route's, not a run parameter. The same value is
+    dropped (and reported); a different one is a ValidationFailed naming the field.
+    """
+    kept, dropped = [], []
+    for p in parameters:
+        if p.name in route_values:
+            if p.value != route_values[p.name]:
+                # No value in the message: the body's could be anything, a secret included.
+                raise ValidationFailed(f"{p.name} in the body differs from {p.name} in the URL; a route "
+                                       "value is not a run parameter (send the same value or leave it out)",
+                                       field=f"{field_prefix}{p.name}")
+            dropped.append(p.name)
+            continue
+        kept.append(p)
+    return kept, dropped
 
 
 def _json_type(value: object) -> str:
