@@ -128,7 +128,8 @@ var tags = {
   'azd-env-name': environmentName
 }
 var appName = !empty(functionAppName) ? functionAppName : 'func-aksjobs-${resourceToken}'
-var deploymentContainerName = 'app-package-${take(toLower(appName), 32)}-${take(resourceToken, 7)}'
+// Named from the token only: a cut app name can end in '-', and '--' is not a valid container name.
+var deploymentContainerName = 'app-package-${resourceToken}'
 var clusterSubscriptionId = !empty(aksSubscriptionId) ? aksSubscriptionId : subscription().subscriptionId
 
 module identity 'app/identity.bicep' = {

@@ -505,6 +505,21 @@ def test_logic_app_chain_starts_the_second_job_only_after_the_first_succeeded():
     assert first["inputs"]["body"]["idempotencyKey"] != second["inputs"]["body"]["idempotencyKey"]
 
 
+def test_logic_app_chain_fires_at_two_in_the_morning_utc_only():
+    """A Recurrence with hours but no minutes takes its minutes from the start time, and without a
+    start time it also fires once on save: both are pinned, so the only firing is 02:00:00 UTC."""
+    (trigger,) = _workflow()["triggers"].values()
+    recurrence = trigger["recurrence"]
+    assert (trigger["type"], recurrence["frequency"], recurrence["interval"]) == ("Recurrence", "Day", 1)
+    assert recurrence["timeZone"] == "UTC"
+    schedule = recurrence["schedule"]
+    assert set(schedule) == {"hours", "minutes"}
+    assert [int(h) for h in schedule["hours"]] == [2] and [int(m) for m in schedule["minutes"]] == [0]
+    # With timeZone set, startTime is a local time without offset; its time of day matches the schedule.
+    start = datetime.fromisoformat(recurrence["startTime"])
+    assert start.tzinfo is None and (start.hour, start.minute, start.second) == (2, 0, 0)
+
+
 def test_logic_app_chain_has_run_after_failed_branches_and_no_dangling_references():
     definition = _workflow()
     actions = definition["actions"]

@@ -363,6 +363,16 @@ def test_function_app_runs_as_the_user_assigned_identity_on_flex_consumption():
     assert d.resource("functionApp", "settings")["properties"] == d.app_settings
 
 
+@pytest.mark.parametrize("app_name", ["", "func-" + "a" * 26 + "-b", "Func-AKS-Jobs", "f" * 60])
+def test_blob_container_names_follow_the_storage_rules_for_any_app_name(app_name):
+    # Container names: 3-63 lowercase letters, digits and hyphens; a letter or digit first and last;
+    # no two hyphens in a row.
+    containers = [name for name in (deploy(functionAppName=app_name).module_params("storage")[p]
+                                    for p in ("deploymentContainerName",))]
+    valid = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
+    assert [c for c in containers if not valid.match(c)] == []
+
+
 def test_storage_refuses_shared_keys_and_anonymous_access():
     account = deploy().resource("storage", "storage")
     assert account["properties"]["allowSharedKeyAccess"] is False
