@@ -312,7 +312,12 @@ class RunService:
         try:
             self.kube.create_secret(run.namespace, owned)
         except KubeConflict:
-            pass  # our own earlier attempt
+            # Our own earlier attempt: the Secret is named after the run (its random run id), and is
+            # only created once this run's Job exists, so a Secret of that name is one a previous
+            # try of this same submit created before it was interrupted, from the same parameters.
+            # Deliberately not read back to compare: that would need `get` on Secrets, which lets
+            # the identity read every Secret in the namespace (infra/k8s/rbac.yaml grants create).
+            pass
         except KubeError as err:
             # Without its Secret the pod can't start; remove the Job rather than leave it stuck.
             self._delete_quietly(run)

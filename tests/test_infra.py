@@ -21,7 +21,9 @@ a deployment can), or test the Bicep language itself.
 
 from __future__ import annotations
 
+import ast
 import hashlib
+import inspect
 import json
 import re
 import uuid
@@ -36,6 +38,8 @@ import tree_sitter_bicep
 import yaml
 from tree_sitter import Language, Node, Parser
 
+from shared.kube import jobspec
+from shared.kube.client import KubeClient
 from shared.settings import SETTINGS, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -409,14 +413,64 @@ def test_outputs_name_what_deploy_steps_need():
 # ----------------------------------------------------------------------- Kubernetes RBAC, azd
 
 
-def test_rbac_manifest_grants_exactly_what_the_app_does_in_a_namespace():
+def _exercise_every_facade_verb(kube: KubeClient, sim) -> set[str]:
+    """Calls each public method of the facade once against the simulator; returns the names called."""
+    job = kube.create_job("default", {
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "rbac-run"},
+        "spec": {"template": {"spec": {"restartPolicy": "Never",
+                                       "containers": [{"name": "main", "image": "busybox:1.36"}]}}}})
+    calls = {
+        "get_job": lambda: kube.get_job("default", "rbac-run"),
+        "list_jobs": lambda: kube.list_jobs("default", label_selector="a=b"),
+        "list_jobs_page": lambda: kube.list_jobs_page("default", limit=1),
+        "list_pods": lambda: kube.list_pods("default"),
+        "list_events": lambda: kube.list_events("default"),
+        "read_pod_log": lambda: kube.read_pod_log("default", sim.pods_of("default", "rbac-run")[0]["metadata"]["name"]),
+        "create_secret": lambda: kube.create_secret("default", {
+            "metadata": {"name": "rbac-run", "ownerReferences": [jobspec.secret_owner_reference(job)]},
+            "stringData": {"k": "v"}}),
+        "delete_job": lambda: kube.delete_job("default", "rbac-run"),
+    }
+    sim.advance(5)
+    for call in calls.values():
+        call()
+    return {"create_job", *calls}
+
+
+def test_rbac_manifest_grants_exactly_the_verbs_the_kubernetes_facade_sends(kubesim):
+    """Derived, not listed: every facade method runs against the simulator, which records what the
+    API server's RBAC authorizer would be asked for each request; the Role must grant exactly that."""
+    from tests.fixtures.kubesim import api_client_for
+
+    class Connector:
+        client = api_client_for(kubesim)
+
+        def api_client(self):
+            return self.client
+
+        def refresh(self, stale=None):
+            return self.client
+
+    kubesim.reset_counters()
+    called = _exercise_every_facade_verb(KubeClient(Connector(), timeout=5), kubesim)
+    public = {name for name, _ in inspect.getmembers(KubeClient, inspect.isfunction) if not name.startswith("_")}
+    assert called == public, "exercise the facade's new method here"
+    needed = set(kubesim.authorizations)
     role, _binding = rbac_documents()
     granted = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
                for v in rule["verbs"]}
-    expected = {("batch", "jobs", v) for v in ("get", "list", "create", "delete", "patch")}
-    expected |= {("", r, v) for r in ("pods", "pods/log", "events") for v in ("get", "list")}
-    expected |= {("", "secrets", v) for v in ("create", "get", "delete", "patch")}
-    assert granted == expected
+    assert granted == needed
+    assert ("", "secrets", "get") not in granted  # would let the identity read every Secret in the namespace
+
+
+def test_every_kubernetes_facade_verb_has_a_caller_in_the_app():
+    """So the Role derived above holds no verb only a dead method sends."""
+    public = {name for name, _ in inspect.getmembers(KubeClient, inspect.isfunction) if not name.startswith("_")}
+    sources = [REPO / "function_app.py", *(p for p in sorted((REPO / "shared").rglob("*.py"))
+                                           if p.name != "client.py" or p.parent.name != "kube")]
+    called = {node.attr for path in sources for node in ast.walk(ast.parse(path.read_text()))
+              if isinstance(node, ast.Attribute)}
+    assert public - called == set()
 
 
 def test_rbac_manifest_is_namespaced_and_binds_the_identity_as_a_user():
@@ -452,6 +506,22 @@ def test_deploy_guide_explains_every_parameter_setting_and_role():
                             "Azure Kubernetes Service Cluster User Role") if r not in guide]
     assert missing == []
     assert "az deployment group create" in guide and "func azure functionapp publish" in guide
+
+
+def test_deploy_guide_asks_for_deployment_rights_where_the_cluster_module_deploys():
+    # aks-access is a module scoped to the cluster's resource group: a deployment there.
+    assert property_node(template("main.bicep").modules["aksAccess"].body, "scope") is not None
+    guide = DEPLOY_GUIDE.read_text()
+    assert "Microsoft.Resources/deployments/write" in guide and "cluster's resource group" in guide
+
+
+@pytest.mark.parametrize("mode, other_role", [("admin", AKS_CLUSTER_USER_ROLE), ("user", AKS_CLUSTER_ADMIN_ROLE)])
+def test_deploy_guide_removes_the_other_modes_cluster_role_after_a_switch(mode, other_role):
+    granted = {a.role for a in deploy(aksCredentialMode=mode).role_assignments()}
+    assert other_role not in granted  # the template grants only this mode's role ...
+    # ... and cannot take the old one back: the guide gives the command.
+    command = f'az role assignment delete --assignee "$AZURE_PRINCIPAL_ID" --role {other_role} --scope "$AKS_ID"'
+    assert command in DEPLOY_GUIDE.read_text()
 
 
 # ======================================================================= reading the templates

@@ -1138,3 +1138,41 @@ def test_not_in_and_not_equal_match_objects_without_the_label():
     assert labels_match(parse_labels("env notin (prod),tier!=web"), {})
     assert not labels_match(parse_labels("env in (prod)"), {})
     assert labels_match(parse_labels("n>3,n<10"), {"n": "5"})
+
+
+# --- what RBAC is asked -----------------------------------------------------------------------------
+
+
+def test_each_request_is_recorded_with_the_attributes_rbac_authorizes(batch, core, kubesim):
+    """As kube-apiserver's RequestInfoFactory derives them: collection GET is list, object GET is
+    get, the log is the pods/log subresource, DELETE of one object is delete."""
+    kubesim.reset_counters()
+    batch.create_namespaced_job(NS, job_body("rbac-probe"))
+    batch.read_namespaced_job("rbac-probe", NS)
+    batch.list_namespaced_job(NS, limit=5)
+    batch.patch_namespaced_job("rbac-probe", NS, {"metadata": {"labels": {"a": "b"}}})
+    core.create_namespaced_secret(NS, {"metadata": {"name": "rbac-probe"}, "stringData": {"k": "v"}})
+    core.list_namespaced_event(NS)
+    core.list_namespaced_pod(NS)
+    batch.delete_namespaced_job("rbac-probe", NS, propagation_policy="Background")
+    client.VersionApi(batch.api_client).get_code()
+    assert dict(kubesim.authorizations) == {
+        ("batch", "jobs", "create"): 1, ("batch", "jobs", "get"): 1, ("batch", "jobs", "list"): 1,
+        ("batch", "jobs", "patch"): 1, ("", "secrets", "create"): 1, ("", "events", "list"): 1,
+        ("", "pods", "list"): 1, ("batch", "jobs", "delete"): 1}  # /version: a non-resource URL
+
+
+@pytest.mark.parametrize("method, path, query, expected", [
+    ("GET", "/api/v1/namespaces/ns/pods/p-1/log", {}, ("", "pods/log", "get")),
+    ("GET", "/apis/batch/v1/namespaces/ns/jobs", {"watch": "true"}, ("batch", "jobs", "watch")),
+    ("DELETE", "/api/v1/namespaces/ns/secrets", {}, ("", "secrets", "deletecollection")),
+    ("PUT", "/apis/batch/v1/namespaces/ns/jobs/j/status", {}, ("batch", "jobs/status", "update")),
+    ("GET", "/api/v1/namespaces/ns", {}, ("", "namespaces", "get")),
+    ("GET", "/api/v1/namespaces", {}, ("", "namespaces", "list")),
+    ("GET", "/apis/batch/v1/jobs", {}, ("batch", "jobs", "list")),
+    ("GET", "/healthz", {}, None),
+])
+def test_authorization_attributes_of_paths_the_app_does_not_send(method, path, query, expected):
+    from tools.kubesim.apiserver import authorization_attributes
+
+    assert authorization_attributes(method, path, query) == expected

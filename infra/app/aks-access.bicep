@@ -1,9 +1,14 @@
 // The app's access to the existing AKS cluster, granted where the cluster lives.
 //
 // main.bicep deploys this module with `scope: resourceGroup(aksSubscriptionId, aksResourceGroup)`,
-// so the cluster may sit in another resource group or subscription; whoever deploys needs the right
-// to create role assignments there (Owner, User Access Administrator or Role Based Access Control
-// Administrator on the cluster).
+// so the cluster may sit in another resource group or subscription. That makes it a deployment in the
+// cluster's resource group: whoever deploys needs Microsoft.Resources/deployments/* there (Owner or
+// Contributor; User Access Administrator and Role Based Access Control Administrator lack it) and
+// the right to create role assignments on the cluster (Owner, User Access Administrator or Role
+// Based Access Control Administrator).
+//
+// A deployment never deletes: after a switch of credentialMode the other mode's assignment stays
+// until removed (docs/deploy.md gives the `az role assignment delete` command).
 //
 //   admin mode: "Azure Kubernetes Service Cluster Admin Role" = listClusterAdminCredential. The admin
 //               kubeconfig is cluster-admin inside Kubernetes; no Kubernetes RBAC is needed, and

@@ -1,5 +1,9 @@
 """The one facade over the Kubernetes API: the verbs this app uses, plain dicts in and out.
 
+Only verbs the app calls live here: infra/k8s/rbac.yaml grants exactly what these methods send
+(tests/test_infra.py derives it by running each against the simulator), so a method added here
+without a caller, or a caller of a new verb, shows up as a test failure until the Role matches.
+
 Why a facade: the rest of the project must not know the client library's exception types, its
 pydantic models, or its retry knobs. This module
 
@@ -86,10 +90,6 @@ class KubeClient:
         body = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": propagation}
         return self._request("DELETE", f"{JOBS}/{{name}}", "delete_job", namespace=namespace, name=name, body=body)
 
-    def patch_job(self, namespace: str, name: str, patch: dict) -> dict:
-        return self._request("PATCH", f"{JOBS}/{{name}}", "patch_job", namespace=namespace, name=name,
-                             body=patch, content_type="application/merge-patch+json")
-
     def list_jobs_page(self, namespace: str, *, label_selector: str | None = None, limit: int = 500,
                        continue_token: str | None = None) -> tuple[list[dict], str | None]:
         return self._list_page(JOBS, "list_jobs", namespace, label_selector, None, limit, continue_token)
@@ -113,9 +113,6 @@ class KubeClient:
 
     def create_secret(self, namespace: str, body: dict) -> dict:
         return self._request("POST", SECRETS, "create_secret", namespace=namespace, body=body)
-
-    def delete_secret(self, namespace: str, name: str) -> dict:
-        return self._request("DELETE", f"{SECRETS}/{{name}}", "delete_secret", namespace=namespace, name=name)
 
     # ------------------------------------------------------------- listing
 

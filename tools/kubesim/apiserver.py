@@ -123,6 +123,36 @@ _VERBS: dict[str, dict[str, str]] = {
 }
 
 
+_WRITE_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch"}
+
+
+def authorization_attributes(method: str, path: str, query: Mapping[str, str]) -> tuple[str, str, str] | None:
+    """What kube-apiserver asks its RBAC authorizer for one request: ``(apiGroup, resource, verb)``,
+    with a subresource as ``resource/subresource`` (``pods/log``); None for a non-resource URL
+    (``/version``, ``/healthz``). Follows ``RequestInfoFactory.NewRequestInfo``
+    (k8s.io/apiserver/pkg/endpoints/request/requestinfo.go): GET of a collection is ``list`` (or
+    ``watch`` with ``watch=true``), GET of one object ``get``, DELETE of a collection
+    ``deletecollection``; ``namespaces/{ns}/`` only scopes the resource that follows it."""
+    parts = [p for p in path.split("/") if p]
+    if len(parts) >= 3 and parts[0] == "api":
+        group, rest = "", parts[2:]
+    elif len(parts) >= 4 and parts[0] == "apis":
+        group, rest = parts[1], parts[3:]
+    else:
+        return None
+    if len(rest) >= 3 and rest[0] == "namespaces":
+        rest = rest[2:]  # /namespaces/{ns}/{resource}/...: the namespace is a scope, not the resource
+    resource = "/".join(rest[0:1] + rest[2:3])
+    named = len(rest) >= 2
+    if method in ("GET", "HEAD"):
+        verb = "get" if named else ("watch" if query.get("watch") in ("1", "true", "True") else "list")
+    elif method == "DELETE":
+        verb = "delete" if named else "deletecollection"
+    else:
+        verb = _WRITE_VERBS.get(method, method.lower())
+    return group, resource, verb
+
+
 def match(path: str) -> tuple[Route | None, dict[str, str]]:
     for route in ROUTES:
         m = route.pattern.match(path)

@@ -23,7 +23,7 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
-from . import deleting, kinds, server
+from . import apiserver, deleting, kinds, server
 from .apiserver import ApiServer
 from .clock import Clock, as_datetime
 from .controller import Controller
@@ -54,6 +54,8 @@ class KubeSim:
         self.faults = FaultBook()
         self.requests: Counter = Counter()
         self.request_log: list[dict] = []
+        # What RBAC would be asked for each request: (apiGroup, resource, verb) -> count.
+        self.authorizations: Counter = Counter()
         self._extra_tokens: set[str] = set()
         self._counter_lock = threading.Lock()
         self._stopping = threading.Event()
@@ -280,12 +282,16 @@ class KubeSim:
         with self._counter_lock:
             self.requests[(method, template)] += 1
             self.request_log.append(entry)
+            attributes = apiserver.authorization_attributes(method, path, query)
+            if attributes is not None:
+                self.authorizations[attributes] += 1
         return entry
 
     def reset_counters(self) -> None:
         with self._counter_lock:
             self.requests.clear()
             self.request_log.clear()
+            self.authorizations.clear()
 
     def expire_continue_tokens(self) -> None:
         with self.lock:
