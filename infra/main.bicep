@@ -149,6 +149,7 @@ module storage 'app/storage.bicep' = {
     tags: tags
     deploymentContainerName: deploymentContainerName
     runsTableName: runsTableName
+    deadLetterContainerName: 'submit-dead-letters'
   }
 }
 
@@ -168,6 +169,19 @@ module events 'app/events.bicep' = {
     name: 'evgt-aksjobs-${resourceToken}'
     location: location
     tags: tags
+  }
+}
+
+// Submit requests in: the subscription to submit_from_event is made after publishing (azure.yaml's
+// postdeploy hook, or docs/chaining.md by hand), since it needs the Functions host's system key.
+module submitEvents 'app/submit-events.bicep' = {
+  name: 'submit-events'
+  params: {
+    name: 'evgt-aksjobs-submit-${resourceToken}'
+    location: location
+    tags: tags
+    storageAccountName: storage.outputs.name
+    deadLetterContainerName: storage.outputs.deadLetterContainerName
   }
 }
 
@@ -262,3 +276,7 @@ output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output RUNS_TABLE_ENDPOINT string = storage.outputs.tableEndpoint
 output EVENTGRID_TOPIC_ENDPOINT string = events.outputs.endpoint
 output AKS_CLUSTER_ROLE_DEFINITION_ID string = aksAccess.outputs.roleDefinitionId
+// What infra/hooks/subscribe_submit_events.py needs to subscribe submit_from_event to the submit topic.
+output SUBMIT_TOPIC_ID string = submitEvents.outputs.id
+output SUBMIT_TOPIC_ENDPOINT string = submitEvents.outputs.endpoint
+output SUBMIT_DEAD_LETTER_CONTAINER_ID string = submitEvents.outputs.deadLetterContainerId

@@ -57,6 +57,7 @@ MONITORING_METRICS_PUBLISHER = "3913510d-42f4-4e42-8a64-420c390055eb"
 EVENTGRID_DATA_SENDER = "d5a91429-5739-47e2-a06b-3470a27159e7"
 AKS_CLUSTER_ADMIN_ROLE = "0ab0b1a8-8aac-4efd-b8c2-3ee1fb270be8"
 AKS_CLUSTER_USER_ROLE = "4abbcc35-e782-43d8-92c5-2d3f1bd2253f"
+STORAGE_BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
 
 # Settings the Functions host reads itself (never declared in SETTINGS, which lists the app's own).
 HOST_SETTINGS = {
@@ -102,6 +103,7 @@ DEPLOY_TENANT = "00000000-0000-0000-0000-0000000000e1"
 LOCATION = "westeurope"
 IDENTITY_CLIENT_ID = "11111111-1111-1111-1111-111111111111"
 IDENTITY_PRINCIPAL_ID = "22222222-2222-2222-2222-222222222222"
+TOPIC_PRINCIPAL_ID = "44444444-4444-4444-4444-444444444444"  # the submit topic's system-assigned identity
 
 # The minimum a user must give (the cluster); everything else has a default.
 REQUIRED = {"environmentName": "dev", "aksResourceGroup": "rg-aks", "aksClusterName": "aks-prod"}
@@ -318,7 +320,7 @@ def test_app_code_reads_the_environment_only_through_declared_settings():
                          ids=["admin", "user"])
 def test_identity_holds_exactly_the_documented_roles_on_the_right_resources(mode, cluster_role):
     d = deploy(aksCredentialMode=mode)
-    granted = {(a.role, a.scope.type) for a in d.role_assignments()}
+    granted = {(a.role, a.scope.type) for a in d.role_assignments() if a.principal_id == IDENTITY_PRINCIPAL_ID}
     assert granted == {
         (STORAGE_BLOB_DATA_OWNER, "Microsoft.Storage/storageAccounts"),
         (STORAGE_TABLE_DATA_CONTRIBUTOR, "Microsoft.Storage/storageAccounts"),
@@ -330,14 +332,29 @@ def test_identity_holds_exactly_the_documented_roles_on_the_right_resources(mode
 
 def test_roles_are_granted_to_the_apps_identity_on_the_resources_deployed_here():
     d = deploy()
-    assignments = d.role_assignments()
-    assert {(a.principal_id, a.principal_type) for a in assignments} == {(IDENTITY_PRINCIPAL_ID, "ServicePrincipal")}
+    everything = d.role_assignments()
+    assignments = [a for a in everything if a.principal_id == IDENTITY_PRINCIPAL_ID]
+    # The one other principal: the submit topic's own identity, for dead-lettering (next test).
+    assert {(a.principal_id, a.principal_type) for a in everything} == {
+        (IDENTITY_PRINCIPAL_ID, "ServicePrincipal"), (TOPIC_PRINCIPAL_ID, "ServicePrincipal")}
     by_type = {a.scope.type: a.scope.name for a in assignments}
     assert by_type["Microsoft.Storage/storageAccounts"] == d.app_settings["AzureWebJobsStorage__accountName"]
     assert by_type["Microsoft.EventGrid/topics"] == d.module_params("events")["name"]
     assert by_type["Microsoft.Insights/components"] == d.module_params("monitoring")["applicationInsightsName"]
     assert all(a.role_definition_id.endswith(f"/providers/Microsoft.Authorization/roleDefinitions/{a.role}")
                for a in assignments)
+
+
+def test_submit_topic_identity_may_only_write_dead_letters_into_its_container():
+    d = deploy()
+    (assignment,) = [a for a in d.role_assignments() if a.principal_id == TOPIC_PRINCIPAL_ID]
+    account = d.app_settings["AzureWebJobsStorage__accountName"]
+    container = d.module_params("storage")["deadLetterContainerName"]
+    assert assignment.role == STORAGE_BLOB_DATA_CONTRIBUTOR
+    assert assignment.scope.type == "Microsoft.Storage/storageAccounts/blobServices/containers"
+    assert assignment.scope.name == f"{account}/default/{container}"
+    assert d.resource("submitEvents", "topic")["identity"] == {"type": "SystemAssigned"}
+    assert d.outputs["SUBMIT_DEAD_LETTER_CONTAINER_ID"] == assignment.scope.id
 
 
 def test_role_assignment_names_are_deterministic_and_distinct():
@@ -372,7 +389,7 @@ def test_blob_container_names_follow_the_storage_rules_for_any_app_name(app_name
     # Container names: 3-63 lowercase letters, digits and hyphens; a letter or digit first and last;
     # no two hyphens in a row.
     containers = [name for name in (deploy(functionAppName=app_name).module_params("storage")[p]
-                                    for p in ("deploymentContainerName",))]
+                                    for p in ("deploymentContainerName", "deadLetterContainerName"))]
     valid = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
     assert [c for c in containers if not valid.match(c)] == []
 
@@ -387,8 +404,9 @@ def test_storage_refuses_shared_keys_and_anonymous_access():
 def test_telemetry_and_events_refuse_local_auth():
     d = deploy()
     assert d.resource("monitoring", "applicationInsights")["properties"]["DisableLocalAuth"] is True
-    topic = d.resource("events", "topic")["properties"]
-    assert topic["disableLocalAuth"] is True and topic["inputSchema"] == "CloudEventSchemaV1_0"
+    for module in ("events", "submitEvents"):
+        topic = d.resource(module, "topic")["properties"]
+        assert topic["disableLocalAuth"] is True and topic["inputSchema"] == "CloudEventSchemaV1_0"
 
 
 def test_templates_hold_no_account_keys_or_connection_strings():
@@ -503,7 +521,8 @@ def test_deploy_guide_explains_every_parameter_setting_and_role():
     missing += [r for r in ("Storage Blob Data Owner", "Storage Table Data Contributor",
                             "Monitoring Metrics Publisher", "EventGrid Data Sender",
                             "Azure Kubernetes Service Cluster Admin Role",
-                            "Azure Kubernetes Service Cluster User Role") if r not in guide]
+                            "Azure Kubernetes Service Cluster User Role",
+                            "Storage Blob Data Contributor") if r not in guide]
     assert missing == []
     assert "az deployment group create" in guide and "func azure functionapp publish" in guide
 
@@ -546,6 +565,7 @@ RUNTIME_PROPERTIES: dict[tuple[str, str], Callable[[str], Any]] = {
     ("Microsoft.EventGrid/topics", "properties.endpoint"):
         lambda n: f"https://{n}.{LOCATION}-1.eventgrid.azure.net/api/events",
     ("Microsoft.Web/sites", "properties.defaultHostName"): lambda n: f"{n}.azurewebsites.net",
+    ("Microsoft.EventGrid/topics", "identity.principalId"): lambda n: TOPIC_PRINCIPAL_ID,
 }
 
 
@@ -719,8 +739,13 @@ class ResourceRef:
 
     @property
     def id(self) -> str:
-        return (f"/subscriptions/{self.subscription}/resourceGroups/{self.resource_group}"
-                f"/providers/{self.type}/{self.name}")
+        # A child's id interleaves type and name segments: .../storageAccounts/a/blobServices/default/...
+        namespace, *types = self.type.split("/")
+        names = self.name.split("/")
+        if len(types) != len(names):
+            raise Unsupported(f"type {self.type} does not fit name {self.name}")
+        segments = "/".join(f"{t}/{n}" for t, n in zip(types, names, strict=True))
+        return f"/subscriptions/{self.subscription}/resourceGroups/{self.resource_group}/providers/{namespace}/{segments}"
 
 
 @dataclass(frozen=True)
@@ -786,9 +811,16 @@ class Evaluation:
         decl = self.template.resources[symbol]
         name = self.value(property_node(decl.body, "name"))
         rtype = decl.path.split("@")[0]
-        if decl.parent is not None:
+        if decl.parent is not None:  # declared inside its parent: a type relative to the parent's
             parent = self.resource_ref(decl.parent)
             rtype, name = f"{parent.type}/{rtype}", f"{parent.name}/{name}"
+        elif (parent_node := property_node(decl.body, "parent")) is not None:  # `parent: symbol`: full type
+            if parent_node.type != "identifier":
+                raise Unsupported(f"parent: {parent_node.text.decode()[:60]}")
+            parent = self.resource_ref(parent_node.text.decode())
+            if not rtype.startswith(parent.type + "/"):
+                raise BicepError(f"{decl.symbol}: type {rtype} is not a child of {parent.type}")
+            name = f"{parent.name}/{name}"
         return ResourceRef(rtype, name, self.subscription, self.resource_group)
 
     def resource_body(self, symbol: str) -> dict:

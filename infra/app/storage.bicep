@@ -1,5 +1,6 @@
-// Storage for three things: the Functions host (timer locks, keys), the Flex Consumption deployment
-// package, and the runs table the app keeps its state in.
+// Storage for four things: the Functions host (timer locks, keys), the Flex Consumption deployment
+// package, the runs table the app keeps its state in, and the dead-letter container for submit
+// events Event Grid could not deliver.
 //
 // Shared-key access is off: nothing may reach this account with an account key or a connection
 // string, only with Entra tokens (the app's managed identity, through role assignments in
@@ -24,6 +25,9 @@ param deploymentContainerName string
 
 @description('Table that holds run state (the app setting RUNS_TABLE_NAME).')
 param runsTableName string
+
+@description('Blob container where Event Grid leaves submit events it could not deliver.')
+param deadLetterContainerName string
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: name
@@ -57,6 +61,13 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
         publicAccess: 'None'
       }
     }
+
+    resource deadLetterContainer 'containers' = {
+      name: deadLetterContainerName
+      properties: {
+        publicAccess: 'None'
+      }
+    }
   }
 
   resource tableService 'tableServices' = {
@@ -75,3 +86,4 @@ output blobEndpoint string = storage.properties.primaryEndpoints.blob
 output tableEndpoint string = storage.properties.primaryEndpoints.table
 output deploymentContainerName string = deploymentContainerName
 output runsTableName string = runsTableName
+output deadLetterContainerName string = deadLetterContainerName
