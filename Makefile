@@ -23,6 +23,7 @@ run: setup
 
 test: setup
 	$(PY) -m ruff check --output-format concise .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 lint: setup

@@ -1,13 +1,13 @@
 """AKS Jobs for Polysync: the Functions app's triggers, and nothing else.
 
-Each function delegates to ``shared.api`` (HTTP) or the sweep. Importing this module touches no
-network and loads neither the kubernetes nor the azure-mgmt SDKs: they load at first use, so cold
-starts stay close to the Functions runtime's own.
+Each function delegates to its inbound adapter (``shared.adapters``: HTTP, Event Grid, timer).
+Importing this module touches no network and loads neither the kubernetes, the azure-mgmt nor the
+Table SDKs: they load at first use, so cold starts stay close to the Functions runtime's own.
 """
 
 import azure.functions as func
 
-from shared import api, events
+from shared.adapters import eventgrid, http
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
@@ -15,65 +15,65 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 @app.route(route="jobs", methods=["GET"])
 def list_jobs(req: func.HttpRequest) -> func.HttpResponse:
     """Discovery: the source Jobs in the namespace with their parameters and advice."""
-    return api.handle(req, api.list_jobs)
+    return http.handle(req, http.list_jobs)
 
 
 @app.route(route="jobs/{externalId}", methods=["GET"])
 def get_job(req: func.HttpRequest) -> func.HttpResponse:
     """One source Job's parameter schema."""
-    return api.handle(req, api.get_job)
+    return http.handle(req, http.get_job)
 
 
 @app.route(route="jobs/{externalId}/runs", methods=["POST"])
 def submit_run(req: func.HttpRequest) -> func.HttpResponse:
     """Submit a run: clone the source Job, overlay env, create it. 202 + Location."""
-    return api.handle(req, api.submit_run)
+    return http.handle(req, http.submit_run)
 
 
 @app.route(route="runs", methods=["GET"])
 def list_runs(req: func.HttpRequest) -> func.HttpResponse:
     """Runs, newest first, filtered by status / externalId, paged."""
-    return api.handle(req, api.list_runs)
+    return http.handle(req, http.list_runs)
 
 
 @app.route(route="runs/{runId}", methods=["GET"])
 def get_run(req: func.HttpRequest) -> func.HttpResponse:
     """The run document."""
-    return api.handle(req, api.get_run)
+    return http.handle(req, http.get_run)
 
 
 @app.route(route="runs/{runId}/poll", methods=["GET"])
 def poll_run(req: func.HttpRequest) -> func.HttpResponse:
     """Asynchronous pattern: 202 while running, 200 on Success, 409 on Failed/Cancelled."""
-    return api.handle(req, api.poll_run)
+    return http.handle(req, http.poll_run)
 
 
 @app.route(route="runs/{runId}/cancel", methods=["POST"])
 def cancel_run(req: func.HttpRequest) -> func.HttpResponse:
     """Cancel: record the intent, delete the Job with propagationPolicy=Background."""
-    return api.handle(req, api.cancel_run)
+    return http.handle(req, http.cancel_run)
 
 
 @app.route(route="runs/{runId}/rerun", methods=["POST"])
 def rerun_run(req: func.HttpRequest) -> func.HttpResponse:
     """Rerun: a new run from the run's stored rendered Job (Secret values given again). 202 + Location."""
-    return api.handle(req, api.rerun_run)
+    return http.handle(req, http.rerun_run)
 
 
 @app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def health(req: func.HttpRequest) -> func.HttpResponse:
     """Settings, run table and cluster reachability."""
-    return api.handle(req, api.health)
+    return http.handle(req, http.health)
 
 
 @app.timer_trigger(schedule="%SWEEP_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=False)
 def sweep(timer: func.TimerRequest) -> None:
     """Decode every active run's Job with one labelled LIST per namespace; write what changed."""
-    api.run_sweep()
+    timer.run_sweep()
 
 
 @app.event_grid_trigger(arg_name="event")
 def submit_from_event(event: func.EventGridEvent) -> None:
     """Submit a run from an Event Grid event (data: externalId, parameters, attributes, namespace);
     the event's id is the idempotency key, so a redelivered event never creates a second Job."""
-    events.handle_submit_event(event)
+    eventgrid.handle_submit_event(event)

@@ -5,7 +5,7 @@ every run on its own: a GET of the Job's status, deserialised into the official 
 ``V1Job`` model. To compare like with like, this baseline starts from the same list of active runs
 (the store's ``list_active``, one Table query per 1,000 runs) and ends with the same decode
 (``shared.kube.status.decode_job_status`` on the Job as a plain dict), so the only difference from
-``RunService.sweep`` is how the Jobs are read: N typed GETs instead of one labelled LIST per 500.
+``shared.usecases.sweeping.sweep`` is how the Jobs are read: N typed GETs instead of one labelled LIST per 500.
 
 What it deliberately does not do: write to the table (it is measured on sweeps where nothing
 changed, where ours writes nothing either), read pods (the seed never did), retry, or publish.

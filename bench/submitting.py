@@ -1,12 +1,12 @@
-"""Submit figures: requests per submit and latency, through ``RunService.submit``.
+"""Submit figures: requests per submit and latency, through the submit use case.
 
 Each submit goes the way an HTTP submit goes after routing: the body is parsed and validated by
-``shared.api.submit_request_from_body`` (the same function the HTTP route and the Event Grid
-trigger use) and handed to ``RunService.submit``. What is left out is the Functions host's own
+``shared.adapters.submits.submit_request`` (the parser the HTTP route uses; the Event Grid
+trigger shares its rules) and handed to ``shared.usecases.submitting.submit``. What is left out is the Functions host's own
 HTTP handling, which no code of ours controls. Every submit carries its own idempotency key, as
 Polysync's retried submits should; the key costs one Table point read.
 
-The service's first submit builds its Kubernetes client (reads the kubeconfig, opens the first
+The first submit builds its Kubernetes client (reads the kubeconfig, opens the first
 connections; in a fresh process it also imports the SDK): it is reported on its own and left out
 of the percentiles, which describe a warm instance.
 
@@ -21,8 +21,10 @@ from collections import Counter
 from bench.measuring import measure, median, percentile
 from bench.seeding import EXTERNAL_ID, source_job
 from bench.world import World
-from shared.api import submit_request_from_body
-from shared.service import RunService
+from shared import composition
+from shared.adapters.submits import submit_request
+from shared.usecases import submitting
+from shared.usecases.collaborators import Collaborators
 
 
 def submit_figures(world: World, submits: int, *, secret_submits: int = 10) -> dict:
@@ -30,10 +32,10 @@ def submit_figures(world: World, submits: int, *, secret_submits: int = 10) -> d
     settings = world.settings(namespace)
     world.cluster.put_jobs(namespace, [source_job(scenario="succeed:after=60")])
     with world.table(settings) as store:
-        return _submit_figures(world, RunService(settings, store), namespace, submits, secret_submits)
+        return _submit_figures(world, composition.build(settings, store), namespace, submits, secret_submits)
 
 
-def _submit_figures(world: World, service: RunService, namespace: str, submits: int, secret_submits: int) -> dict:
+def _submit_figures(world: World, service: Collaborators, namespace: str, submits: int, secret_submits: int) -> dict:
     first = _submit(world, service, namespace, _body("first", secrets=0))
     plain = [_submit(world, service, namespace, _body(f"plain-{i}", secrets=0)) for i in range(submits)]
     one_secret = [_submit(world, service, namespace, _body(f"one-secret-{i}", secrets=1))
@@ -43,7 +45,7 @@ def _submit_figures(world: World, service: RunService, namespace: str, submits: 
     latencies = [s["latencyMs"] for s in plain]
     return {
         "submits": submits,
-        "via": "RunService.submit with shared.api.submit_request_from_body (no HTTP host)",
+        "via": "submitting.submit with shared.adapters.submits.submit_request (no HTTP host)",
         "firstSubmitMs": first["latencyMs"],
         "plain": _summary(plain),
         "oneSecret": _summary(one_secret),
@@ -61,13 +63,13 @@ def _body(key: str, *, secrets: int) -> dict:
     return {"parameters": parameters, "idempotencyKey": f"bench-{key}"}
 
 
-def _submit(world: World, service: RunService, namespace: str, body: dict) -> dict:
+def _submit(world: World, service: Collaborators, namespace: str, body: dict) -> dict:
     table_before = Counter(service.store.requests)
     kube_before = world.cluster.request_total()
     verbs_before = Counter(service.kube.requests) if "kube" in service.__dict__ else Counter()
 
     def submit():
-        return service.submit(submit_request_from_body(body, EXTERNAL_ID, namespace))
+        return submitting.submit(service, submit_request(body, EXTERNAL_ID, namespace))
 
     measured = measure(submit)
     if not measured.result.created:

@@ -19,15 +19,18 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from functools import partial
 
 from bench.measuring import Measured, measure, median
 from bench.polling import poll_each_run
 from bench.seeding import seed_active_runs, seed_finished_runs
 from bench.world import World
+from shared import composition
 from shared.kube.credentials import connector_for
 from shared.runs.store import RunStore
-from shared.service import RunService
 from shared.settings import Settings
+from shared.usecases import sweeping
+from shared.usecases.collaborators import Collaborators
 
 STARTUP_SECONDS = 5  # simulated seconds after which every seeded run's pod is Running and ready
 LIST_PAGE = 500  # the sweep's page size for the labelled Job LIST
@@ -51,7 +54,7 @@ def _sweep_figures(world: World, settings: Settings, store: RunStore, namespace:
     seed_active_runs(world.cluster, store, namespace, runs, now=world.cluster.now())
     world.cluster.advance(STARTUP_SECONDS)
     now = world.cluster.now()  # the simulator's clock stands still while nothing advances it
-    service = RunService(settings, store, clock=lambda: now)
+    service = composition.build(settings, store, clock=lambda: now)
     api_client = connector_for(settings).api_client()  # built (SDK imported) before anything is measured
 
     first = _ours(world, service, store)
@@ -94,7 +97,7 @@ def _history_figures(world: World, settings: Settings, store: RunStore, namespac
     seed_active_runs(world.cluster, store, namespace, active, now=seeded_at, prefix="history")
     world.cluster.advance(STARTUP_SECONDS)
     now = world.cluster.now()
-    service = RunService(settings, store, clock=lambda: now)
+    service = composition.build(settings, store, clock=lambda: now)
     connector_for(settings).api_client()
     _ours(world, service, store)  # every run starts: the sweeps below change nothing
 
@@ -105,10 +108,10 @@ def _history_figures(world: World, settings: Settings, store: RunStore, namespac
             "without": without, "with": with_history}
 
 
-def _ours(world: World, service: RunService, store: RunStore, *, trace: bool = False) -> dict:
+def _ours(world: World, service: Collaborators, store: RunStore, *, trace: bool = False) -> dict:
     table_before = Counter(store.requests)
     kube_before = world.cluster.request_total()
-    measured = measure(service.sweep, trace=trace)
+    measured = measure(partial(sweeping.sweep, service), trace=trace)
     summary = measured.result
     table = Counter(store.requests)
     table.subtract(table_before)

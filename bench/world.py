@@ -1,7 +1,7 @@
 """The benchmark's world: one Azurite, one simulated cluster, and settings pointing the app at them.
 
 Why: every section measures the app as deployed code runs it - ``load_settings`` from app
-settings, ``RunStore.from_settings``, ``RunService`` building its own Kubernetes client through
+settings, ``RunStore.from_settings``, the composition root building its own Kubernetes client through
 ``connector_for`` - against real services on loopback. Each section gets its own namespace (so
 one section's Jobs never show in another's LIST) and its own table (so its rows never show in
 another's query).

@@ -1,8 +1,8 @@
 """The app's own errors, each carrying the HTTP answer it becomes.
 
-``shared.api`` is the one place that turns these into JSON answers
+``shared.adapters.http`` is the one place that turns these into JSON answers
 (``{"error": {"code", "message", "field"?}}``). Code below the API raises these (or lets the
-Kubernetes facade's ``shared.kube.errors.KubeError`` rise, which ``shared.api`` maps too), and never
+Kubernetes facade's ``shared.kube.errors.KubeError`` rise, which it maps too), and never
 builds HTTP answers itself. Messages are written for the caller: they name the field or setting
 at fault and never contain secrets, kubeconfigs or whole Kubernetes objects.
 """

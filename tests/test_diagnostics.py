@@ -12,6 +12,7 @@ import pytest
 
 from shared import diagnostics
 from shared.runs.model import Phase, RunState, Status
+from shared.usecases import sweeping
 from tests.fixtures.app import source_job
 
 
@@ -157,9 +158,9 @@ def test_sweep_summary_counts_the_runs_it_diagnosed(app):
     app.sim.put("jobs", "default", source_job("nightly", {}, backoffLimit=0, scenario="fail:after=2"))
     _submit(app, "nightly")
     app.sim.advance(10)
-    summary = app.service.sweep().as_dict()
+    summary = sweeping.sweep(app.service).as_dict()
     assert summary["diagnosed"] == 1
-    assert app.service.sweep().as_dict()["diagnosed"] == 0
+    assert sweeping.sweep(app.service).as_dict()["diagnosed"] == 0
 
 
 # ---------------------------------------------------------------------------- the pure rules

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+from shared.usecases import sweeping
 from tests.fixtures.app import source_job
 
 
@@ -67,7 +68,7 @@ def test_two_sweeps_at_once_publish_each_transition_exactly_once(app, app_eventg
         def sweep(barrier=barrier, errors=errors):
             barrier.wait()
             try:
-                app.service.sweep()
+                sweeping.sweep(app.service)
             except Exception as exc:  # surfaced below
                 errors.append(exc)
 

@@ -21,22 +21,17 @@ import azure.functions as func
 import pytest
 from azure.core.messaging import CloudEvent
 
-from shared import api
+from shared import composition
+from shared.adapters.eventgrid import handle_submit_event
+from shared.adapters.submits import submit_request_from_event
 from shared.errors import ValidationFailed
-from shared.events import (
-    EVENT_TYPE_PREFIX,
-    RUN_STATUS_CHANGED,
-    EventPublisher,
-    PublishFailed,
-    handle_submit_event,
-    publisher_for,
-    submit_request_from_event,
-    transition_event,
-)
 from shared.kube import jobspec
 from shared.kube.errors import KubeUnavailable
+from shared.publisher import EventPublisher, PublishFailed, publisher_for
+from shared.runs.events import EVENT_TYPE_PREFIX, RUN_STATUS_CHANGED, transition_event
 from shared.runs.model import Phase, Run, RunState, Status, apply_state
 from shared.settings import Settings
+from shared.usecases.submitting import SubmitRequest
 from tests.fixtures.app import source_job
 from tests.fixtures.arm import FakeEntraCredential
 
@@ -176,9 +171,9 @@ def test_a_long_message_is_trimmed():
 # ----------------------------------------------------------------------- publishing
 
 
-def test_importing_the_events_module_loads_no_sdk():
+def test_importing_the_publisher_module_loads_no_sdk():
     # function_app imports this module: a cold start must not pay for SDKs it may never use.
-    probe = ("import sys, shared.events; print(sorted(m for m in ('azure.eventgrid', 'azure.identity', "
+    probe = ("import sys, shared.publisher; print(sorted(m for m in ('azure.eventgrid', 'azure.identity', "
              "'azure.core.messaging', 'kubernetes') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -323,8 +318,10 @@ def test_publishing_nothing_sends_nothing(eventgrid, topic_settings):
 
 SUBMIT_DATA = {"externalId": "nightly-report", "parameters": {"REPORT_DATE": "2026-11-26"},
                "attributes": {"containerImage": "registry.example/report:1.5"}}
-EXPECTED = ("nightly-report", None, {"parameters": {"REPORT_DATE": "2026-11-26"},
-                                     "attributes": {"containerImage": "registry.example/report:1.5"}}, "evt-1")
+EXPECTED = SubmitRequest(external_id="nightly-report", namespace="default",
+                         parameters=[jobspec.Parameter("REPORT_DATE", "2026-11-26")],
+                         attributes={"containerImage": "registry.example/report:1.5"}, idempotency_key="evt-1")
+TEAMS = Settings(allowed_namespaces=("default", "team-a"))
 
 
 @pytest.mark.parametrize("event", [
@@ -341,14 +338,15 @@ EXPECTED = ("nightly-report", None, {"parameters": {"REPORT_DATE": "2026-11-26"}
                   "data": json.dumps(SUBMIT_DATA)}, id="cloudevent-json-with-string-data"),
 ])
 def test_submit_request_from_event_reads_every_event_shape(event):
-    assert submit_request_from_event(event) == EXPECTED
+    assert submit_request_from_event(event, TEAMS) == EXPECTED
 
 
 def test_submit_request_from_event_takes_the_namespace_and_list_parameters():
     data = {"externalId": "etl.v2", "namespace": "team-a",
             "parameters": [{"name": "N", "value": 3, "dataType": "Int"}]}
-    assert submit_request_from_event({"id": "e", "data": data}) == (
-        "etl.v2", "team-a", {"parameters": [{"name": "N", "value": 3, "dataType": "Int"}]}, "e")
+    assert submit_request_from_event({"id": "e", "data": data}, TEAMS) == SubmitRequest(
+        external_id="etl.v2", namespace="team-a", parameters=[jobspec.Parameter("N", "3", "Int")],
+        idempotency_key="e")
 
 
 @pytest.mark.parametrize(("event", "field"), [
@@ -374,10 +372,13 @@ def test_submit_request_from_event_takes_the_namespace_and_list_parameters():
     ({"id": "e", "data": {"externalId": "a", "attributes": ["img"]}}, "data.attributes"),
     ({"id": "e", "data": {"externalId": "a", "attributes": {"image": "x"}}}, "data.attributes.image"),
     ({"id": "e", "data": {"externalId": "a", "namespace": "Team_A"}}, "data.namespace"),
+    ({"id": "e", "data": {"externalId": "a", "namespace": "default\n"}}, "data.namespace"),
+    ({"id": "e", "data": {"externalId": "report\n"}}, "data.externalId"),
+    ({"id": "e\ud800", "data": {"externalId": "a"}}, "id"),
 ])
 def test_malformed_submit_event_is_validation_failed_naming_the_field(event, field):
     with pytest.raises(ValidationFailed) as failed:
-        submit_request_from_event(event)
+        submit_request_from_event(event, TEAMS)
     assert failed.value.field == field
 
 
@@ -419,7 +420,7 @@ def test_the_same_submit_event_delivered_three_times_creates_one_job(app):
 ], ids=["bad-external-id", "bad-parameter-name", "namespace-not-allowed", "no-source-job", "unknown-field"])
 def test_an_invalid_submit_event_creates_nothing_does_not_raise_and_is_logged_with_its_id(app, caplog, data):
     app.sim.put("jobs", "default", source_job("nightly-report", {"REPORT_DATE": "2026-01-01"}))
-    caplog.set_level(logging.WARNING, logger="shared.events")
+    caplog.set_level(logging.WARNING, logger="shared.adapters.eventgrid")
     handle_submit_event(_submit_event("evt-invalid-17", data))
     assert _run_jobs(app, "nightly-report") == []
     assert app.get("/api/runs").json["runs"] == []
@@ -442,13 +443,13 @@ def test_a_transient_failure_is_raised_so_event_grid_redelivers_and_the_redelive
     unreachable.write_text(json.dumps(config))
     monkeypatch.setenv("KUBECONFIG", str(unreachable))
     monkeypatch.setenv("KUBE_REQUEST_TIMEOUT_SECONDS", "1")
-    api.reset()
+    composition.reset()
     with pytest.raises(KubeUnavailable):
         handle_submit_event(event)
     assert _run_jobs(app, "nightly-report") == []
 
     monkeypatch.setenv("KUBECONFIG", reachable)
-    api.reset()
+    composition.reset()
     handle_submit_event(event)  # Event Grid's redelivery
     handle_submit_event(event)  # and one more, at least once
     assert len(_run_jobs(app, "nightly-report")) == 1

@@ -17,12 +17,12 @@ from collections import Counter
 
 import pytest
 
-from shared import api
+from shared import composition
 from shared.errors import ServiceUnavailable
 from shared.kube.client import KubeClient
 from shared.kube.credentials import connector_for
 from shared.runs.store import RunStore
-from shared.service import RunService
+from shared.usecases import sweeping
 from tests.fixtures.app import source_job
 from tools.azurite import Azurite, free_port
 from tools.devhost import simulator_kubeconfig
@@ -39,12 +39,12 @@ def reconfigure(app, monkeypatch, **env: str) -> None:
     """Change app settings the way an operator does (app settings), then let the app reload."""
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    api.reset()
+    composition.reset()
     app.service.clock = app.sim.now
 
 
 def record_retry_waits(app, **options) -> list[float]:
-    """Install the facade exactly as ``RunService.kube`` builds it (plus ``options``), except that
+    """Install the facade exactly as ``shared.composition`` builds it (plus ``options``), except that
     the waits between retries are recorded, not slept. Returns the list the waits are appended to."""
     waits: list[float] = []
     svc = app.service
@@ -426,11 +426,11 @@ def test_two_sweeps_at_once_record_every_transition_exactly_once(app):
     seed_source(app, scenario="succeed:after=25")
     run_ids = [app.submit("etl", {"MODE": str(i)}).json["runId"] for i in range(8)]
     # A second instance of the app (scale-out, or a timer run overlapping the previous one).
-    other = RunService(app.service.settings, RunStore.from_settings(app.service.settings), clock=app.sim.now)
+    other = composition.build(app.service.settings, RunStore.from_settings(app.service.settings), clock=app.sim.now)
     recorded = Counter()
     for _ in range(5):
         app.sim.advance(7)
-        summaries = _all_at_once(2, lambda i: (app.service if i == 0 else other).sweep())
+        summaries = _all_at_once(2, lambda i: sweeping.sweep(app.service if i == 0 else other))
         assert not any(isinstance(s, Exception) for s in summaries), summaries
         for summary in summaries:
             recorded.update(t["runId"] for t in summary.transitions)

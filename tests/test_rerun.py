@@ -14,6 +14,7 @@ from dataclasses import replace
 from aksjobs_cli import ExitCode, main
 from shared.kube.jobspec import spec_hash
 from shared.runs.model import parameter_changes
+from shared.usecases import reading
 from tests.fixtures.app import cluster_moving, source_job
 
 # Metadata that names one run or one object instance, not what runs: everything else must match.
@@ -85,7 +86,7 @@ def test_a_run_stores_its_spec_hash_rendered_job_and_parameter_changes(app):
     doc = app.run(run_id)
     job = app.sim.get("jobs", "default", run_id)
     assert doc["specHash"] == job["metadata"]["annotations"]["polysync.io/spec-hash"]
-    stored = app.service.get_run(run_id)
+    stored = reading.get_run(app.service, run_id)
     assert spec_hash(stored.rendered_job) == doc["specHash"]
     assert stored.rendered_job["spec"]["template"]["spec"] == job["spec"]["template"]["spec"]
     assert parameter_changes(stored) == [
@@ -155,7 +156,7 @@ def test_a_run_whose_rendered_job_was_not_kept_reruns_from_its_source_with_the_r
     app.sim.put("jobs", "default", source_job("report", {"D": "x", "LEVEL": "info"}))
     first = _submit(app, "report", {"D": "1"})
     store = app.service.store
-    stored = app.service.get_run(first)
+    stored = reading.get_run(app.service, first)
     store.save(replace(stored, rendered_job=None))  # as fit_run leaves a run whose spec was too large
 
     answer = app.post(f"/api/runs/{first}/rerun")

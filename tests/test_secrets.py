@@ -12,8 +12,9 @@ import base64
 import json
 import logging
 
-from shared import api
+from shared import composition
 from shared.runs.model import parameter_changes
+from shared.usecases import reading
 from tests.fixtures.app import source_job
 
 SECRET = "planted-secret-9f3a71c2"
@@ -72,7 +73,7 @@ def test_a_secret_overriding_a_plain_source_default_is_redacted_and_its_default_
     params = {p["name"]: p for p in app.run(run_id)["parameters"]}
     assert params["DB_PASSWORD"] == {"name": "DB_PASSWORD", "value": "***", "dataType": "Secret",
                                      "direction": "Input"}
-    assert parameter_changes(app.service.get_run(run_id)) == [
+    assert parameter_changes(reading.get_run(app.service, run_id)) == [
         {"name": "DB_PASSWORD", "change": "overridden", "from": "***", "to": "***"},
         {"name": "LEVEL", "change": "overridden", "from": "info", "to": "debug"}]
     annotations = app.sim.get("jobs", "default", run_id)["metadata"]["annotations"]
@@ -100,7 +101,7 @@ def test_the_secret_is_owned_by_the_job_and_goes_when_a_cancel_deletes_it(app):
 
 def test_the_secret_goes_when_the_ttl_deletes_the_finished_job(app, monkeypatch):
     monkeypatch.setenv("JOB_TTL_SECONDS_AFTER_FINISHED", "20")
-    api.reset()
+    composition.reset()
     app.service.clock = app.sim.now
     app.sim.put("jobs", "default", source_job("etl", {}, scenario="succeed:after=5"))
     run_id, _ = _secret_submit(app, "etl")

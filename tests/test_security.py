@@ -22,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from shared import api
+from shared import composition
 from shared.settings import load_settings
 from tests.fixtures.app import FUNCTION_KEY, source_job
 from tools.azurite import ACCOUNT_KEY
@@ -55,7 +55,7 @@ def auth_level(binding: dict) -> str:
 def reconfigure(app, monkeypatch, **env: str) -> None:
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    api.reset()
+    composition.reset()
     app.service.clock = app.sim.now
 
 
@@ -232,7 +232,7 @@ def test_a_broken_connection_string_is_reported_by_name_without_its_account_key(
     caplog.set_level(logging.DEBUG)
     planted_key = base64.b64encode(b"planted-account-key-0c9e" * 2).decode()
     monkeypatch.setenv("RUNS_TABLE_CONNECTION_STRING", f"AccountName=x;AccountKey={planted_key};Nonsense")
-    api.reset()
+    composition.reset()
 
     health = app.get("/api/health", key=False)
     runs = app.get("/api/runs")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from shared.kube import jobspec
 from shared.runs.model import Phase, Run, Status
+from shared.usecases import sweeping
 from tests.fixtures.app import source_job
 
 
@@ -28,19 +29,19 @@ def _seed_running_runs(app, count: int) -> list[str]:
 def test_sweep_of_1000_active_runs_costs_at_most_3_kube_requests_and_no_writes_when_unchanged(app):
     _seed_running_runs(app, 1000)
     app.sim.advance(5)
-    first = app.service.sweep()
+    first = sweeping.sweep(app.service)
     assert first.runs_seen == 1000
     assert first.changed == 1000  # Pending -> Running, once each
 
     app.sim.reset_counters()
-    second = app.service.sweep()
+    second = sweeping.sweep(app.service)
     assert second.runs_seen == 1000
     assert second.changed == 0
     assert second.kube_requests <= 3
     assert sum(app.sim.requests.values()) == second.kube_requests
     writes = {op: n for op, n in app.service.store.requests.items() if op not in ("query", "get", "list")}
     before = dict(writes)
-    app.service.sweep()
+    sweeping.sweep(app.service)
     after = {op: n for op, n in app.service.store.requests.items() if op not in ("query", "get", "list")}
     assert after == before, "an unchanged sweep wrote to the table"
 
@@ -48,15 +49,15 @@ def test_sweep_of_1000_active_runs_costs_at_most_3_kube_requests_and_no_writes_w
 def test_sweep_writes_exactly_one_transition_per_changed_run(app):
     ids = _seed_running_runs(app, 20)
     app.sim.advance(5)
-    app.service.sweep()
+    sweeping.sweep(app.service)
     # Two runs finish; the rest keep running.
     for run_id in ids[:2]:
         app.sim.remove("jobs", "default", run_id)
         job = app.sim.get("jobs", "default", run_id)
         assert job is None
-    summary = app.service.sweep()
+    summary = sweeping.sweep(app.service)
     assert summary.changed == 0  # missing once: noted on the row, not yet Lost
-    summary = app.service.sweep()
+    summary = sweeping.sweep(app.service)
     assert summary.changed == 2
     for run_id in ids[:2]:
         assert app.run(run_id)["phase"] == "Lost"

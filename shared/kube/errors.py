@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import json
 
+from shared.text import trim
+
 MAX_MESSAGE_CHARS = 300
 
 
 def _trim(text: str | None) -> str:
-    text = (text or "").strip()
-    return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 1] + "…"
+    return trim(text or "", MAX_MESSAGE_CHARS)
 
 
 class KubeError(Exception):

@@ -37,6 +37,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from shared.errors import NotFound, ValidationFailed
+from shared.text import json_type
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "polysync-aks-jobs"
@@ -213,7 +214,7 @@ def normalize_parameters(raw: object) -> tuple[list[Parameter], list[str]]:
         return [], []
     if not isinstance(raw, dict | list):
         raise ValidationFailed("Parameters must be a JSON object {NAME: value} or a list of "
-                               f"{{name, value}} objects, not {_json_type(raw)}", field="parameters")
+                               f"{{name, value}} objects, not {json_type(raw)}", field="parameters")
     if len(raw) > MAX_PARAMETERS:
         raise ValidationFailed(f"At most {MAX_PARAMETERS} parameters are accepted (got {len(raw)})",
                                field="parameters")
@@ -227,7 +228,7 @@ def normalize_parameters(raw: object) -> tuple[list[Parameter], list[str]]:
             where = f"parameters[{i}]"
             if not isinstance(item, dict):
                 raise ValidationFailed(f"Parameter {i} must be an object with name and value, not "
-                                       f"{_json_type(item)}", field=where)
+                                       f"{json_type(item)}", field=where)
             if "name" not in item:
                 raise ValidationFailed(f"Parameter {i} has no name", field=f"{where}.name")
             items.append(_RawItem(where, f"{where}.name", f"{where}.value", item["name"], item.get("value"),
@@ -240,7 +241,7 @@ def normalize_parameters(raw: object) -> tuple[list[Parameter], list[str]]:
     for it in items:
         name, nf, vf = it.name, it.name_field, it.value_field
         if not isinstance(name, str):
-            raise ValidationFailed(f"A parameter name must be a string, not {_json_type(name)}", field=nf)
+            raise ValidationFailed(f"A parameter name must be a string, not {json_type(name)}", field=nf)
         if name in seen:
             raise ValidationFailed(f"Parameter {_shown(name)} is given more than once", field=nf)
         seen.add(name)
@@ -332,22 +333,6 @@ def drop_route_values(parameters: Iterable[Parameter], route_values: dict[str, s
             continue
         kept.append(p)
     return kept, dropped
-
-
-def _json_type(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
 
 
 # ------------------------------------------------------------------------------------------ names
@@ -558,7 +543,7 @@ def fallback_job(external_id: str, attributes: dict | None) -> dict:
     if attributes is None:
         attributes = {}
     if not isinstance(attributes, dict):
-        raise ValidationFailed(f"Attributes must be a JSON object, not {_json_type(attributes)}",
+        raise ValidationFailed(f"Attributes must be a JSON object, not {json_type(attributes)}",
                                field="attributes")
     image = attributes.get("containerImage")
     if image is not None and not isinstance(image, str):

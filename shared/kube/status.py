@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 
 from shared.kube.jobspec import is_kueue_managed, kueue_queue_name
 from shared.runs.model import Phase, RunState, Status
+from shared.text import trim
 
 MAX_MESSAGE_CHARS = 500
 
@@ -59,15 +60,8 @@ _TRUE = "True"
 _EPOCH = datetime.min.replace(tzinfo=UTC)
 
 
-def _trim(text: str | None) -> str | None:
-    if text is None:
-        return None
-    text = str(text).strip()
-    return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 1] + "…"
-
-
 def _state(status: Status, phase: Phase, reason: str | None, message: str | None) -> RunState:
-    return RunState(status, phase, reason, _trim(message))
+    return RunState(status, phase, reason, trim(message, MAX_MESSAGE_CHARS))
 
 
 def _unknown(reason: str, message: str) -> RunState:

@@ -72,12 +72,12 @@ from azure.data.tables import TableClient, UpdateMode
 from shared.errors import (
     BadRequest,
     Conflict,
-    PayloadTooLarge,
     ServiceUnavailable,
     SettingsError,
-    UpstreamError,
 )
+from shared.runs.errors import IdempotencyKeyTaken, RunAlreadyExists, RunTableRefused, RunTooLarge, StaleRun
 from shared.runs.model import Phase, Run, Status
+from shared.runs.outbox import OUTBOX_PREFIX, OutboxEntry
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,6 @@ RUN_PREFIX = "run|"
 ACTIVE_PREFIX = "active|"
 TIME_PREFIX = "time|"
 IDEM_PREFIX = "idem|"
-OUTBOX_PREFIX = "outbox|"
 # '}' is the character after '|': "prefix <= RowKey < prefix-with-'}'" is exactly one prefix range.
 _RANGE_END = "}"
 
@@ -120,54 +119,6 @@ CLIENT_OPTIONS: dict[str, Any] = {
     "connection_timeout": 5,
     "read_timeout": 20,
 }
-
-
-# -- errors ------------------------------------------------------------------------------------
-
-
-class IdempotencyKeyTaken(Conflict):
-    """The idempotency key already belongs to a run: ``run_id`` is that (first) run."""
-
-    code = "idempotency_key_taken"
-
-    def __init__(self, run_id: str):
-        super().__init__(f"the idempotency key is already used by run {run_id}", details={"runId": run_id})
-        self.run_id = run_id
-
-
-class RunAlreadyExists(Conflict):
-    """A run with this id already exists (and the create carried no matching idempotency key)."""
-
-    code = "run_exists"
-
-    def __init__(self, run_id: str):
-        super().__init__(f"run {run_id} already exists", details={"runId": run_id})
-        self.run_id = run_id
-
-
-class StaleRun(Conflict):
-    """The run row changed (or vanished) since it was read: re-read, re-apply, save again."""
-
-    code = "stale_run"
-
-    def __init__(self, run_id: str):
-        super().__init__(f"run {run_id} was changed by another writer; read it again")
-        self.run_id = run_id
-
-
-class RunTooLarge(PayloadTooLarge):
-    code = "run_too_large"
-
-
-class RunTableRefused(UpstreamError):
-    """The table service answered, but refused the request (not a conflict the store handles)."""
-
-    def __init__(self, message: str, *, status: int | None = None, error_code: str | None = None,
-                 index: int | None = None):
-        super().__init__(message)
-        self.status = status
-        self.error_code = error_code
-        self.index = index
 
 
 # -- plain data read back ---------------------------------------------------------------------
@@ -294,29 +245,6 @@ def idempotency_row(run: Run) -> dict:
         "run_id": run.run_id,
         "created_at": _utc_or_none(run.created_at),
     }
-
-
-def outbox_row(namespace: str, run_id: str, event: dict, at: datetime, sequence: int = 0) -> dict:
-    """A transition's event waiting to be published; keys sort per run in transition order
-    (time, then ``sequence`` - the run's history length - for transitions in the same instant)."""
-    micros = int((_utc(at) - _EPOCH) / timedelta(microseconds=1))
-    return {
-        "PartitionKey": namespace,
-        "RowKey": f"{OUTBOX_PREFIX}{run_id}|{micros:017d}|{sequence:04d}|{event['id']}",
-        "kind": "outbox",
-        "run_id": run_id,
-        "event": _json(event),
-        "claimed_until": None,
-    }
-
-
-@dataclass(frozen=True)
-class OutboxEntry:
-    row_key: str
-    run_id: str
-    event: dict
-    etag: str | None
-    claimed_until: datetime | None
 
 
 def new_run_rows(run: Run) -> list[dict]:

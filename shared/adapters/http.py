@@ -1,0 +1,256 @@
+"""HTTP in and out: the route handlers, the one error-to-HTTP map, and JSON answers.
+
+The one error-to-HTTP mapping lives here (``answer_error``): ``AppError`` subclasses carry their
+status; ``KubeError``s from the cluster become 4xx/5xx with a trimmed message; anything else is a
+500 whose details go to the log under the request's correlation id, never to the caller.
+
+Every answer carries ``x-correlation-id``. Asynchronous answers (``202``) carry ``Location`` and
+``Retry-After`` pointing at the *poll* route, because Polysync, Logic Apps and Durable-aware
+callers all treat a ``200`` from that URL as "finished".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from urllib.parse import quote, urlsplit
+
+import azure.functions as func
+
+from shared import composition, logs
+from shared.adapters import submits
+from shared.adapters.documents import run_document
+from shared.adapters.http_requests import external_id_of, json_body, namespace_of, run_id_of
+from shared.errors import AppError, BadRequest, NotFound, ServiceUnavailable, UpstreamError
+from shared.kube.errors import (
+    KubeError,
+    KubeForbidden,
+    KubeNotFound,
+    KubeTooManyRequests,
+    KubeUnauthorized,
+    KubeUnavailable,
+)
+from shared.runs.model import Run, Status
+from shared.settings import get_settings
+from shared.usecases import cancelling, discovering, reading, submitting
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_SECONDS = 10
+FAILED_RUN_HTTP_STATUS = 409  # poll answer for Failed / Cancelled: a 4xx that Logic Apps does not retry
+
+RUNTIME_STATUS = {
+    Status.STARTING: "Pending",
+    Status.RUNNING: "Running",
+    Status.SUCCESS: "Completed",
+    Status.FAILED: "Failed",
+    Status.CANCELLED: "Terminated",
+    Status.UNKNOWN: "Running",
+}
+
+
+# ------------------------------------------------------------------ plumbing
+
+
+def handle(req: func.HttpRequest, action) -> func.HttpResponse:
+    """Run ``action(req)`` with a correlation id, mapping every error to a JSON answer."""
+    cid = logs.new_correlation_id(req.headers.get("x-correlation-id"))
+    with logs.correlation(cid):
+        try:
+            response = action(req)
+        except Exception as exc:  # the one place every error becomes an answer
+            response = answer_error(exc)
+        response.headers["x-correlation-id"] = cid
+        return response
+
+
+def answer(body, status: int = 200, headers: dict | None = None) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(body, default=str), status_code=status,
+                             headers=dict(headers or {}), mimetype="application/json")
+
+
+def answer_error(exc: Exception) -> func.HttpResponse:
+    if isinstance(exc, KubeError):
+        exc = _from_kube_error(exc)
+    if isinstance(exc, AppError):
+        if exc.status >= 500:
+            log.error("request failed: %s: %s", type(exc).__name__, exc.message)
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if exc.status in (502, 503) else {}
+        return answer(exc.to_body(), exc.status, headers)
+    log.exception("internal error")
+    return answer({"error": {"code": "internal", "message": "Internal error; see the app's logs for this "
+                             "request's correlation id", "correlationId": logs.current_correlation_id()}}, 500)
+
+
+def _from_kube_error(err: KubeError) -> AppError:
+    if isinstance(err, KubeNotFound):
+        return NotFound(err.message)
+    if isinstance(err, (KubeForbidden, KubeUnauthorized)):
+        return UpstreamError(f"The cluster refused the app's request ({err.status}): {err.message}. "
+                             "Check the identity's Kubernetes RBAC in the namespace")
+    if isinstance(err, (KubeUnavailable, KubeTooManyRequests)) or err.retryable:
+        return ServiceUnavailable(f"The cluster is unavailable: {err.message}")
+    return UpstreamError(f"The cluster answered {err.status}: {err.message}")
+
+
+def run_links(req: func.HttpRequest, run: Run) -> dict:
+    """Absolute URLs for a run, carrying the caller's ``code`` so pollers are authorised too."""
+    parts = urlsplit(req.url)
+    base = f"{parts.scheme}://{parts.netloc}/api/runs/{quote(run.run_id)}"
+    query = []
+    code = req.params.get("code")
+    if code:
+        query.append(f"code={quote(code)}")
+    if run.namespace != get_settings().namespace:
+        query.append(f"namespace={quote(run.namespace)}")
+    suffix = ("?" + "&".join(query)) if query else ""
+    return {
+        "statusQueryGetUri": f"{base}/poll{suffix}",
+        "statusQueryUrl": f"{base}/poll{suffix}",
+        "runUri": f"{base}{suffix}",
+        "cancelPostUri": f"{base}/cancel{suffix}",
+    }
+
+
+def accepted(req: func.HttpRequest, run: Run, body: dict) -> func.HttpResponse:
+    links = run_links(req, run)
+    return answer({**body, **links}, 202, {"Location": links["statusQueryGetUri"],
+                                           "Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+def _optional_namespace(req: func.HttpRequest, c) -> str | None:
+    """The ``namespace`` query value, checked; None when absent (a run is then looked up in every
+    allowed namespace)."""
+    return namespace_of(req, c.settings) if req.params.get("namespace") else None
+
+
+# ----------------------------------------------------------------- routes
+
+
+def list_jobs(req: func.HttpRequest) -> func.HttpResponse:
+    c = composition.collaborators()
+    ns = namespace_of(req, c.settings)
+    jobs = discovering.discover(c, ns)
+    return answer({"namespace": ns, "count": len(jobs), "jobs": jobs})
+
+
+def get_job(req: func.HttpRequest) -> func.HttpResponse:
+    c = composition.collaborators()
+    ns = namespace_of(req, c.settings)
+    return answer(discovering.describe(c, ns, external_id_of(req)))
+
+
+def submit_run(req: func.HttpRequest) -> func.HttpResponse:
+    external_id = external_id_of(req)
+    c = composition.collaborators()
+    ns = namespace_of(req, c.settings)
+    request = submits.submit_request(json_body(req) or {}, external_id, ns,
+                                     header_key=req.headers.get("idempotency-key"))
+    result = submitting.submit(c, request)
+    body = run_document(result.run, c.settings)
+    body["created"] = result.created
+    if result.ignored_parameters:
+        body["ignoredParameters"] = result.ignored_parameters
+    return accepted(req, result.run, body)
+
+
+def rerun_run(req: func.HttpRequest) -> func.HttpResponse:
+    """A new run from a run's stored rendered spec: 202 like a submit.
+
+    Body (optional): ``{"parameters": {NAME: value}}`` with the values of the run's Secret
+    parameters (they are not kept, so a rerun of a run that had any is 422 without them, naming
+    them) and ``"idempotencyKey"`` (or the ``Idempotency-Key`` header) for the rerun itself.
+    """
+    run_id = run_id_of(req)
+    c = composition.collaborators()
+    ns = _optional_namespace(req, c)
+    secrets, key = submits.rerun_request(json_body(req) or {}, req.headers.get("idempotency-key"))
+    result = submitting.rerun(c, run_id, ns, secret_parameters=secrets, idempotency_key=key)
+    doc = run_document(result.run, c.settings)
+    doc["created"] = result.created
+    return accepted(req, result.run, doc)
+
+
+def get_run(req: func.HttpRequest) -> func.HttpResponse:
+    run_id = run_id_of(req)
+    c = composition.collaborators()
+    return answer(run_document(reading.get_run(c, run_id, _optional_namespace(req, c)), c.settings))
+
+
+def poll_run(req: func.HttpRequest) -> func.HttpResponse:
+    """The asynchronous pattern: 202 while running, 200 on Success, 409 on Failed or Cancelled."""
+    run_id = run_id_of(req)
+    c = composition.collaborators()
+    run = reading.get_run(c, run_id, _optional_namespace(req, c))
+    body = run_document(run, c.settings)
+    body["runtimeStatus"] = RUNTIME_STATUS.get(run.status, "Running")
+    if not run.terminal:
+        return accepted(req, run, body)
+    if run.status == Status.SUCCESS:
+        return answer(body, 200)
+    return answer(body, FAILED_RUN_HTTP_STATUS)
+
+
+def cancel_run(req: func.HttpRequest) -> func.HttpResponse:
+    run_id = run_id_of(req)
+    c = composition.collaborators()
+    run, changed = cancelling.cancel(c, run_id, _optional_namespace(req, c))
+    body = run_document(run, c.settings)
+    body["cancelled"] = changed
+    if not changed:
+        body["detail"] = f"Run already finished as {run.status}; nothing was changed"
+        return answer(body, 200)
+    return accepted(req, run, body)
+
+
+def list_runs(req: func.HttpRequest) -> func.HttpResponse:
+    c = composition.collaborators()
+    ns = namespace_of(req, c.settings)
+    status = req.params.get("status")
+    if status is not None and status not in {s.value for s in Status}:
+        raise BadRequest(f"status must be one of {', '.join(s.value for s in Status)}", field="status")
+    external_id = req.params.get("externalId")
+    if external_id is not None and not submits.EXTERNAL_ID.match(external_id):
+        raise BadRequest("externalId is not a valid Job name", field="externalId")
+    try:
+        page_size = int(req.params.get("pageSize", "50"))
+        if not 1 <= page_size <= 200:
+            raise ValueError
+    except ValueError:
+        raise BadRequest("pageSize must be a whole number from 1 to 200", field="pageSize") from None
+    runs, token = reading.list_runs(c, ns, status=status, external_id=external_id, page_size=page_size,
+                                    continuation=req.params.get("continuation"))
+    return answer({"namespace": ns, "runs": runs, "continuation": token})
+
+
+def health(req: func.HttpRequest) -> func.HttpResponse:
+    """Settings, run table and cluster reachability, without a secret or a stack trace."""
+    checks: dict[str, dict] = {}
+    try:
+        settings = get_settings()
+        checks["settings"] = {"ok": True, "credentialMode": settings.credential_mode,
+                              "namespace": settings.namespace}
+    except AppError as err:
+        checks["settings"] = {"ok": False, "message": err.message}
+        return answer({"ok": False, "checks": checks}, 503)
+    try:
+        c = composition.collaborators()
+        c.store.list_active(settings.namespace)
+        checks["runTable"] = {"ok": True, "table": settings.runs_table_name}
+    except Exception as err:  # health reports, it does not fail
+        checks["runTable"] = {"ok": False, "message": _safe_message(err)}
+        c = None
+    if c is not None:
+        try:
+            c.kube.list_jobs_page(settings.namespace, limit=1)
+            checks["cluster"] = {"ok": True}
+        except Exception as err:
+            checks["cluster"] = {"ok": False, "message": _safe_message(err)}
+    ok = all(check["ok"] for check in checks.values())
+    return answer({"ok": ok, "checks": checks}, 200 if ok else 503)
+
+
+def _safe_message(err: Exception) -> str:
+    if isinstance(err, (AppError, KubeError)):
+        return err.message
+    return type(err).__name__

@@ -1,0 +1,50 @@
+"""The composition root: builds the use cases' collaborators once per process, lazily.
+
+``collaborators()`` validates the settings, opens the run table (creating it once) and hands the
+use cases a Kubernetes facade and an Event Grid publisher that are built at their first use.
+``build`` makes the same for given settings and store (a second app instance in tests, the
+benchmark). ``reset`` forgets everything (tests, and the dev host after a settings change).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from functools import lru_cache, partial
+
+from shared.kube.client import KubeClient
+from shared.kube.credentials import connector_for, forget_connectors
+from shared.publisher import publisher_for
+from shared.settings import Settings, get_settings
+from shared.usecases.collaborators import Collaborators, utcnow
+
+
+def kube_client(settings: Settings):
+    """The Kubernetes facade for the configured cluster (its connector is shared per process)."""
+    return KubeClient(connector_for(settings), timeout=settings.kube_request_timeout_seconds)
+
+
+def build(settings: Settings, store, *, kube_factory: Callable[[], object] | None = None,
+          clock: Callable[[], datetime] = utcnow) -> Collaborators:
+    return Collaborators(settings=settings, store=store,
+                         kube_factory=kube_factory or partial(kube_client, settings),
+                         publisher_factory=partial(publisher_for, settings), clock=clock)
+
+
+@lru_cache(maxsize=1)
+def collaborators() -> Collaborators:
+    """The process's collaborators: settings validated once, table created once, clients cached."""
+    # lazy: the run store loads the Table SDK; keeps cold start low
+    from shared.runs.store import RunStore
+
+    settings = get_settings()
+    store = RunStore.from_settings(settings)
+    store.ensure_table()
+    return build(settings, store)
+
+
+def reset() -> None:
+    """Forget cached settings and clients (tests, and the dev host after changing settings)."""
+    collaborators.cache_clear()
+    get_settings.cache_clear()
+    forget_connectors()

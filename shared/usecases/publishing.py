@@ -1,0 +1,63 @@
+"""Publish: run events recorded in the outbox go out to Event Grid, oldest first per run.
+
+A transition's event is written in the same batch as the state itself (``outbox_rows``), so a
+state change and its announcement are saved together or not at all; ``publish_pending`` sends
+them after, and what fails stays for the next sweep.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from shared.publisher import PublishFailed
+from shared.runs.events import transition_event
+from shared.runs.model import Run
+from shared.runs.outbox import outbox_row
+from shared.usecases.collaborators import Collaborators
+
+log = logging.getLogger(__name__)
+
+OUTBOX_LEASE_SECONDS = 20  # shorter than a sweep period: an event a dead sweep claimed goes out next time
+
+
+def outbox_rows(c: Collaborators, before: Run | None, after: Run) -> list[dict]:
+    """The outbox row announcing ``after``, to write in the same batch as the state itself, for a
+    change of status or phase (a reason-only change is not a transition)."""
+    if c.publisher is None:
+        return []
+    if before is not None and (before.status, before.phase) == (after.status, after.phase):
+        return []
+    at = after.updated_at or after.created_at or c.clock()
+    event = transition_event(after, str(before.status) if before is not None else None,
+                             settings=c.settings, at=at)
+    return [outbox_row(after.namespace, after.run_id, event, at, sequence=len(after.history))]
+
+
+def publish_pending(c: Collaborators, namespace: str) -> int:
+    """Publish recorded events, oldest first per run; what fails stays for the next sweep.
+
+    Entries are claimed (ETag-guarded, with a lease) before publishing, so two sweeps running
+    at once never both publish one event; a publisher that died leaves a claim that expires.
+    """
+    if c.publisher is None:
+        return 0
+    now = c.clock()
+    entries = [e for e in c.store.list_outbox(namespace) if e.claimed_until is None or e.claimed_until <= now]
+    if not entries:
+        return 0
+    entries = c.store.claim_outbox(namespace, entries, now + timedelta(seconds=OUTBOX_LEASE_SECONDS))
+    if not entries:
+        return 0
+    try:
+        c.publisher.publish([e.event for e in entries])
+        delivered = len(entries)
+    except PublishFailed as err:
+        delivered = err.delivered
+        log.warning("publishing run events failed after %d of %d: %s; the next sweep retries",
+                    delivered, len(entries), err.message)
+    if delivered:
+        c.store.delete_outbox(namespace, [e.row_key for e in entries[:delivered]])
+    if delivered < len(entries):
+        c.store.claim_outbox(namespace, entries[delivered:], None)  # release for the next sweep
+    return delivered

@@ -1,0 +1,35 @@
+"""Record a run's new state: ETag-guarded, re-read and re-decided when another writer got there
+first, the transition's event written in the same batch."""
+
+from __future__ import annotations
+
+import logging
+
+from shared.runs.errors import StaleRun
+from shared.runs.model import Phase, Run, RunState, Status, apply_state
+from shared.usecases.collaborators import Collaborators
+from shared.usecases.publishing import outbox_rows
+
+log = logging.getLogger(__name__)
+
+SAVE_ATTEMPTS = 5  # conflicting writes to one run before a use case gives up on it
+
+
+def transition(c: Collaborators, run: Run, state: RunState) -> Run:
+    """``run`` moved to ``state`` and saved; the stored run unchanged when the move changes nothing."""
+    for _ in range(SAVE_ATTEMPTS):
+        updated = apply_state(run, state, c.clock())
+        if updated is None:
+            return run
+        try:
+            return c.store.save(updated, outbox=outbox_rows(c, run, updated))
+        except StaleRun:
+            fresh = c.store.get_run(run.namespace, run.run_id)
+            if fresh is None:
+                return run
+            run = fresh
+    return run
+
+
+def fail(c: Collaborators, run: Run, reason: str, message: str) -> Run:
+    return transition(c, run, RunState(Status.FAILED, Phase.FAILED, reason, message))

@@ -1,0 +1,192 @@
+"""Sweep: decode every active run's Job and record what changed; then publish the recorded events.
+
+The sweep costs O(namespaces), not O(runs): per namespace one query of the active markers, one
+labelled Job LIST (500 per page) and, only when some run needs it, one labelled pod LIST. It
+writes only the runs whose state changed, each with its ETag; a write that lost a race re-reads
+the run and re-applies, so racing sweeps and cancels never lose a transition. A run whose Job is
+missing is Lost only after ``MISSING_SWEEPS_BEFORE_LOST`` sweeps in a row did not find it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from functools import partial
+
+from shared import diagnostics
+from shared.kube import jobspec
+from shared.kube.status import decode_job_status
+from shared.runs.errors import StaleRun
+from shared.runs.model import Phase, apply_state
+from shared.usecases.collaborators import Collaborators
+from shared.usecases.diagnosing import Budget, diagnose
+from shared.usecases.publishing import outbox_rows, publish_pending
+from shared.usecases.recording import SAVE_ATTEMPTS
+
+log = logging.getLogger(__name__)
+
+MISSING_SWEEPS_BEFORE_LOST = 2
+SWEEP_WRITE_WORKERS = 8  # concurrent per-run writes in one sweep (Table requests are network-bound)
+POD_SELECTOR_MAX_RUNS = 50  # above this, list every run pod instead of naming runs in the selector
+
+
+@dataclass
+class SweepSummary:
+    namespaces: int = 0
+    runs_seen: int = 0
+    changed: int = 0
+    kube_requests: int = 0
+    table_operations: int = 0
+    duration_ms: float = 0.0
+    published: int = 0
+    diagnosed: int = 0
+    transitions: list[dict] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "namespaces": self.namespaces,
+            "runsSeen": self.runs_seen,
+            "changed": self.changed,
+            "kubeRequests": self.kube_requests,
+            "tableOperations": self.table_operations,
+            "eventsPublished": self.published,
+            "diagnosed": self.diagnosed,
+            "durationMs": round(self.duration_ms, 1),
+        }
+
+
+def sweep(c: Collaborators) -> SweepSummary:
+    started = time.perf_counter()
+    kube_before, table_before = c.kube_requests(), c.table_requests()
+    summary = SweepSummary()
+    budget = Budget()
+    for namespace in c.settings.allowed_namespaces:
+        active = c.store.list_active(namespace)
+        summary.namespaces += 1
+        if not active:
+            continue
+        summary.runs_seen += len(active)
+        _sweep_namespace(c, namespace, active, summary, budget)
+    for namespace in c.settings.allowed_namespaces:
+        summary.published += publish_pending(c, namespace)
+    summary.diagnosed = budget.used
+    summary.kube_requests = c.kube_requests() - kube_before
+    summary.table_operations = c.table_requests() - table_before
+    summary.duration_ms = (time.perf_counter() - started) * 1000
+    log.info("sweep: %s", summary.as_dict())
+    return summary
+
+
+def _sweep_namespace(c: Collaborators, namespace: str, active: list, summary: SweepSummary, budget: Budget) -> None:
+    now = c.clock()
+    jobs = {job["metadata"]["name"]: job
+            for job in c.kube.list_jobs(namespace, label_selector=jobspec.run_selector(), limit=500)}
+    pods_by_run = _pods_by_run(c, namespace, [a for a in active if _needs_pods(c, a, jobs.get(a.run_id), now)])
+    work = []
+    for marker in active:
+        job = jobs.get(marker.run_id)
+        pods = pods_by_run.get(marker.run_id, [])
+        if job is None and marker.cancel_requested_at is None:
+            if marker.phase == Phase.SUBMITTING and _age(marker.created_at, now) < 60:
+                continue  # the create may still be in flight
+            if marker.missing_sweeps + 1 < MISSING_SWEEPS_BEFORE_LOST:
+                work.append(partial(_note_missing, c, namespace, marker.run_id))
+                continue
+        state = decode_job_status(job, pods, now=now, stall_after_seconds=c.settings.stall_after_seconds,
+                                  cancel_requested=marker.cancel_requested_at is not None)
+        if (marker.status, marker.phase, marker.reason, marker.message) == (
+                state.status, state.phase, state.reason, state.message) and marker.missing_sweeps == 0:
+            continue
+        work.append(partial(_record, c, namespace, marker.run_id, job, pods, now, summary, budget))
+    summary.changed += sum(1 for recorded in _run_concurrently(work) if recorded is True)
+
+
+def _pods_by_run(c: Collaborators, namespace: str, need_pods: list) -> dict[str, list[dict]]:
+    """The pods of the runs in ``need_pods``, by run id: one labelled LIST (none when none is needed)."""
+    pods_by_run: dict[str, list[dict]] = {}
+    if not need_pods:
+        return pods_by_run
+    selector = jobspec.run_selector()
+    if len(need_pods) <= POD_SELECTOR_MAX_RUNS:
+        selector += f",{jobspec.RUN_ID_LABEL} in ({','.join(a.run_id for a in need_pods)})"
+    for pod in c.kube.list_pods(namespace, label_selector=selector, limit=500):
+        run_label = ((pod.get("metadata") or {}).get("labels") or {}).get(jobspec.RUN_ID_LABEL)
+        if run_label:
+            pods_by_run.setdefault(run_label, []).append(pod)
+    return pods_by_run
+
+
+def _needs_pods(c: Collaborators, marker, job: dict | None, now: datetime) -> bool:
+    """Pods cost a LIST; fetch them only when they can change the decoded state."""
+    if marker.cancel_requested_at is not None:
+        return True  # Cancelling ends when no pod of the run remains
+    if job is None:
+        return False
+    status = job.get("status") or {}
+    if any(cond.get("status") == "True" for cond in status.get("conditions") or []):
+        return False
+    if status.get("ready") or status.get("succeeded"):
+        return False
+    # Not a single ready pod: maybe waiting on an image or a node. Pods tell which.
+    return _age(marker.created_at, now) >= min(c.settings.stall_after_seconds, 30)
+
+
+def _note_missing(c: Collaborators, namespace: str, run_id: str) -> None:
+    for _ in range(SAVE_ATTEMPTS):
+        run = c.store.get_run(namespace, run_id)
+        if run is None or run.terminal:
+            return
+        try:
+            c.store.save(replace(run, missing_sweeps=run.missing_sweeps + 1))
+            return
+        except StaleRun:
+            continue
+
+
+def _record(c: Collaborators, namespace: str, run_id: str, job: dict | None, pods: list[dict], now: datetime,
+            summary: SweepSummary, budget: Budget) -> bool:
+    """Apply the decoded state to the stored run, re-reading and re-deciding on a lost race."""
+    for _ in range(SAVE_ATTEMPTS):
+        run = c.store.get_run(namespace, run_id)
+        if run is None:
+            return False
+        state = decode_job_status(job, pods, now=now, stall_after_seconds=c.settings.stall_after_seconds,
+                                  cancel_requested=run.cancel_requested_at is not None)
+        updated = apply_state(run, state, now)
+        if updated is None:
+            if run.missing_sweeps and job is not None and not run.terminal:
+                updated = replace(run, missing_sweeps=0)
+            else:
+                return False
+        try:
+            saved = c.store.save(updated, outbox=outbox_rows(c, run, updated))
+        except StaleRun:
+            continue
+        summary.transitions.append({"runId": run_id, "from": str(run.status), "to": str(updated.status),
+                                    "phase": str(updated.phase)})
+        if diagnostics.needs_capture(saved):
+            diagnose(c, saved, now, budget)
+        return True
+    log.warning("run %s: gave up after %d conflicting writes; the next sweep retries", run_id, SAVE_ATTEMPTS)
+    return False
+
+
+def _run_concurrently(work: list) -> list:
+    """Run the sweep's per-run writes on a few threads: each is a Table read and an ETag-guarded
+    batch (network-bound, independent per run), so a mass transition of thousands of runs takes
+    seconds, not minutes. Order does not matter; every write is still guarded by its run's ETag."""
+    if len(work) <= 1:
+        return [task() for task in work]
+    with ThreadPoolExecutor(max_workers=min(SWEEP_WRITE_WORKERS, len(work)),
+                            thread_name_prefix="sweep-write") as pool:
+        futures = [pool.submit(task) for task in work]
+        return [f.result() for f in futures]
+
+
+def _age(created_at: datetime | None, now: datetime) -> float:
+    if created_at is None:
+        return float("inf")
+    return (now - created_at) / timedelta(seconds=1)
