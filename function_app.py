@@ -8,6 +8,7 @@ Table SDKs: they load at first use, so cold starts stay close to the Functions r
 import azure.functions as func
 
 from shared.adapters import eventgrid, http
+from shared.adapters.timer import run_sweep
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
@@ -69,7 +70,7 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
 @app.timer_trigger(schedule="%SWEEP_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=False)
 def sweep(timer: func.TimerRequest) -> None:
     """Decode every active run's Job with one labelled LIST per namespace; write what changed."""
-    timer.run_sweep()
+    run_sweep()
 
 
 @app.event_grid_trigger(arg_name="event")
