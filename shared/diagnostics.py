@@ -14,9 +14,12 @@ record, where it outlives every object in the cluster:
 
 When (``capture_moment``): *early* at the first failing signal - Stalled, a crash loop, a pod
 that failed while the Job retries - because that may be the last time the pod exists; and at the
-*outcome* - Failing, Failed, Lost. A run is captured at most twice: once early (if it had such a
-signal) and once at its outcome; an outcome capture that finds no pod any more keeps the pods of
-the early one (``merge``). See docs/diagnostics.md.
+*outcome* - Failing, Failed, Lost. An outcome first seen as Failing is captured once more when the
+run is Failed: the job controller records its Warning event for the reason
+(``BackoffLimitExceeded``, ``DeadlineExceeded``, ``PodFailurePolicy``) only with ``Failed``, after
+every pod has terminated (``recordJobFinished``), so a capture at Failing cannot hold it. A run is
+captured at most three times (early, Failing, Failed); a later capture that finds no pod any more
+keeps the pods of the earlier one (``merge``). See docs/diagnostics.md.
 
 The module has a pure half (pod, container and event summaries, selection, merging, the size
 bound: plain dicts in and out, the clock passed in) and one I/O function, ``collect_diagnostics``,
@@ -84,23 +87,33 @@ def capture_moment(state: RunState) -> str | None:
     return None
 
 
+def _final(capture: dict) -> bool:
+    """Whether a capture was taken once the run was Failed (not while it was still Failing)."""
+    return (capture.get("trigger") or {}).get("status") == str(Status.FAILED)
+
+
 def needs_capture(run: Run) -> bool:
     """Whether ``run`` (as just recorded) should be diagnosed now: it shows a failing signal and has
-    no capture yet, or it reached its outcome and has only an early capture."""
+    no capture yet, it reached its outcome and has only an early capture, or it is Failed and its
+    outcome capture was taken while it was Failing."""
     moment = capture_moment(run.state)
     if moment is None:
         return False
     existing = run.diagnostics
     if not existing:
         return True
-    return moment == OUTCOME and existing.get("moment") != OUTCOME
+    if existing.get("moment") != OUTCOME:
+        return moment == OUTCOME
+    return run.state.status == Status.FAILED and not _final(existing)
 
 
 def supersedes(new: dict, existing: dict | None) -> bool:
     """Whether capture ``new`` should replace ``existing`` on the stored run (after a lost race)."""
     if not existing:
         return True
-    return new.get("moment") == OUTCOME and existing.get("moment") != OUTCOME
+    if new.get("moment") != OUTCOME:
+        return False
+    return existing.get("moment") != OUTCOME or (_final(new) and not _final(existing))
 
 
 def secret_parameter_names(run: Run) -> list[str]:
@@ -345,12 +358,13 @@ def merge(earlier: dict | None, later: dict) -> dict:
     if not earlier:
         return later
     merged = dict(later)
-    merged["firstSignal"] = {"capturedAt": earlier.get("capturedAt"), "trigger": earlier.get("trigger")}
+    merged["firstSignal"] = earlier.get("firstSignal") or {"capturedAt": earlier.get("capturedAt"),
+                                                          "trigger": earlier.get("trigger")}
     if not later.get("pods") and earlier.get("pods"):
         merged["pods"] = earlier["pods"]
-        merged["podsCapturedAt"] = earlier.get("capturedAt")
+        merged["podsCapturedAt"] = earlier.get("podsCapturedAt") or earlier.get("capturedAt")
         merged["note"] = ("The run's pods were deleted before its outcome was seen; they are shown as "
-                          "captured at its first failing signal.")
+                          "captured earlier, at podsCapturedAt.")
     return bounded(merged)
 
 

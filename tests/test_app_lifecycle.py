@@ -69,7 +69,10 @@ def test_cancel_deletes_the_job_and_its_pods_and_ends_cancelled(app):
     assert answer.status == 202
     assert answer.json["cancelled"] is True
     assert app.sim.get("jobs", "default", run_id) is None
-    for _ in range(4):
+    app.advance(5)
+    # The pod terminates over its grace period (30 s: run-forever ignores SIGTERM): Cancelling till then.
+    assert (app.run(run_id)["status"], app.run(run_id)["phase"]) == ("Running", "Cancelling")
+    for _ in range(6):
         app.advance(5)
     doc = app.run(run_id)
     assert (doc["status"], doc["phase"]) == ("Cancelled", "Cancelled")

@@ -67,6 +67,22 @@ def test_failed_run_keeps_exit_code_message_and_log_tail_after_ttl_and_source_de
     assert after["diagnostics"] == captured
 
 
+def test_deadline_warning_recorded_with_failed_is_captured_when_the_run_is_failed(app):
+    # The job controller records the DeadlineExceeded Warning with Failed (recordJobFinished), once
+    # the pod that ignores SIGTERM is killed at the end of its 30 s grace period - not at FailureTarget.
+    app.sim.put("jobs", "default", source_job("hang", {}, activeDeadlineSeconds=20, scenario="run-forever"))
+    run_id = _submit(app, "hang")
+    failing = _advance_until(app, run_id, lambda d: d["phase"] == "Failing", step=5)
+    assert failing["diagnostics"]["moment"] == "outcome" and failing["diagnostics"]["jobEvents"] == []
+    doc = _advance_until(app, run_id, lambda d: d["status"] == "Failed", step=10)
+    captured = doc["diagnostics"]
+    assert [e["reason"] for e in captured["jobEvents"]] == ["DeadlineExceeded"]
+    assert captured["trigger"]["status"] == "Failed"
+    assert captured["firstSignal"]["trigger"]["phase"] == "Failing"
+    app.advance(30)
+    assert app.run(run_id)["diagnostics"] == captured  # captured once more, not at every sweep
+
+
 def test_crash_loop_evidence_survives_the_pod_deleted_at_the_backoff_limit(app):
     # restartPolicy OnFailure restarts in place; at the backoff limit the Job deletes the pod, so by
     # the time the run is Failed there is nothing left to read (k/k#74848).

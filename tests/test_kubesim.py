@@ -167,8 +167,15 @@ def test_name_of_63_characters_is_accepted(batch):
 @pytest.mark.parametrize(("mutate", "field", "reason", "fragment"), [
     (lambda j: j["metadata"].update(name="Bad_Name"), "metadata.name", "FieldValueInvalid",
      "a lowercase RFC 1123 subdomain"),
+    # validateJobSpec: no default for a Job's template, so a missing policy is "Required".
     (lambda j: j["spec"]["template"]["spec"].pop("restartPolicy"), "spec.template.spec.restartPolicy",
-     "FieldValueNotSupported", 'Unsupported value: "Always": supported values: "OnFailure", "Never"'),
+     "FieldValueRequired", 'Required value: valid values: "OnFailure", "Never"'),
+    (lambda j: j["spec"]["template"]["spec"].update(restartPolicy="Always"), "spec.template.spec.restartPolicy",
+     "FieldValueRequired", 'Required value: valid values: "OnFailure", "Never"'),
+    (lambda j: j["spec"].update(activeDeadlineSeconds=-1), "spec.activeDeadlineSeconds", "FieldValueInvalid",
+     "must be greater than or equal to 0"),
+    (lambda j: j["spec"].update(completionMode="Indexed", parallelism=2), "spec.completions", "FieldValueRequired",
+     "when completion mode is Indexed"),
     (lambda j: j["spec"]["template"]["spec"]["containers"][0].pop("image"),
      "spec.template.spec.containers[0].image", "FieldValueRequired", "Required value"),
     (lambda j: j["spec"]["template"]["spec"].update(containers=[]), "spec.template.spec.containers",
@@ -618,7 +625,10 @@ def test_unschedulable_pod_is_pending_with_failed_scheduling_until_it_recovers(b
     assert pod.status.phase == "Pending" and (scheduled.status, scheduled.reason) == ("False", "Unschedulable")
     assert not pod.status.container_statuses and pod.spec.node_name is None
     events = core.list_namespaced_event(NS, field_selector="reason=FailedScheduling").items
-    assert len(events) == 1 and events[0].type == "Warning" and events[0].source.component == "default-scheduler"
+    # The scheduler writes through events.k8s.io/v1: core v1 shows reportingComponent, eventTime and
+    # no count / source component.
+    assert len(events) == 1 and events[0].type == "Warning" and events[0].reporting_component == "default-scheduler"
+    assert events[0].event_time is not None and events[0].count is None and events[0].last_timestamp is None
     kubesim.advance(40)
     assert ("Complete", "True") in cond_types(batch.read_namespaced_job("big", NS))
 
@@ -660,7 +670,12 @@ def test_user_suspending_a_running_job_deletes_its_pods(batch, core, kubesim):
     assert job.metadata.generation == 2
     kubesim.advance(0)
     job = batch.read_namespaced_job("pause-me", NS)
-    assert pods_of(core, "pause-me") == [] and not job.status.active and not job.status.failed
+    # The pod terminates over its grace period (30 s: run-forever ignores SIGTERM) and, deleted by
+    # the controller for a suspend, never counts as failed.
+    assert job.status.terminating == 1 and not job.status.active and not job.status.failed
+    kubesim.advance(30)
+    job = batch.read_namespaced_job("pause-me", NS)
+    assert pods_of(core, "pause-me") == [] and not job.status.terminating and not job.status.failed
 
 
 def test_ttl_after_finished_deletes_the_job_its_pods_and_owned_secrets(batch, core, kubesim):
@@ -747,7 +762,7 @@ def test_bare_pod_created_through_the_api_runs_its_scenario(core, kubesim):
 
 
 def test_removed_job_is_404_and_its_orphans_are_collected_at_the_next_step(kubesim, batch, core):
-    batch.create_namespaced_job(NS, job_body("vanish", scenario="run-forever"))
+    batch.create_namespaced_job(NS, job_body("vanish", scenario="run-forever:terminate=0"))
     assert kubesim.remove("jobs", NS, "vanish") is True
     with pytest.raises(ApiException) as err:
         batch.read_namespaced_job("vanish", NS)
@@ -785,7 +800,7 @@ def test_log_of_a_container_still_waiting_is_400(batch, core, kubesim):
 # --- delete propagation -----------------------------------------------------------------------------
 
 def test_background_delete_removes_the_job_at_once_and_pods_at_the_next_gc_pass(batch, core, kubesim):
-    job = batch.create_namespaced_job(NS, job_body("bg", scenario="run-forever"))
+    job = batch.create_namespaced_job(NS, job_body("bg", scenario="run-forever:terminate=0"))
     kubesim.advance(3)
     answer = batch.delete_namespaced_job("bg", NS, propagation_policy="Background")
     assert answer == {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",

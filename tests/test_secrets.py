@@ -96,6 +96,9 @@ def test_the_secret_is_owned_by_the_job_and_goes_when_a_cancel_deletes_it(app):
     app.advance(5)
     assert app.sim.get("jobs", "default", run_id) is None
     assert app.sim.get("secrets", "default", run_id) is None
+    # Cancelled once the pod is gone: run-forever ignores SIGTERM, so that takes its 30 s grace period.
+    for _ in range(5):
+        app.advance(5)
     assert app.run(run_id)["status"] == "Cancelled"
 
 

@@ -14,7 +14,8 @@ generated labels appear in ``metadata.labels`` too (and a too-long name is then 
 ``metadata.labels`` as well as ``spec.template.labels``).
 
 The Kueue webhook is modelled here too: a new Job labelled ``kueue.x-k8s.io/queue-name`` (or
-whose scenario says ``kueue``) is created with ``spec.suspend: true``.
+whose scenario says ``kueue``, or any new Job when the simulator's ``kueue_manage_all`` switch
+stands for Kueue's ``manageJobsWithoutQueueName``) is created with ``spec.suspend: true``.
 
 Deliberately not here: validation (``validation``) and anything that needs a clock beyond the
 timestamps passed in.
@@ -57,8 +58,9 @@ def _image_pull_policy(image: str) -> str:
     return "Always" if tag in ("", "latest") else "IfNotPresent"
 
 
-def default_pod_spec(spec: dict) -> None:
-    spec.setdefault("restartPolicy", "Always")
+def default_pod_spec(spec: dict, *, restart_policy: bool = True) -> None:
+    if restart_policy:  # a Job's pod template gets no restartPolicy default (validation wants one)
+        spec.setdefault("restartPolicy", "Always")
     spec.setdefault("dnsPolicy", "ClusterFirst")
     spec.setdefault("schedulerName", "default-scheduler")
     spec.setdefault("securityContext", {})
@@ -84,7 +86,7 @@ def default_job(job: dict) -> bool:
     spec = job.setdefault("spec", {})
     template = spec.setdefault("template", {})
     tmeta = template.setdefault("metadata", {})
-    default_pod_spec(template.setdefault("spec", {}))
+    default_pod_spec(template.setdefault("spec", {}), restart_policy=False)
     if spec.get("completions") is None and spec.get("parallelism") is None:
         spec["completions"] = 1
         spec["parallelism"] = 1
@@ -122,10 +124,11 @@ def generate_selector(job: dict, aliased: bool) -> None:
         meta["labels"] = dict(labels)
 
 
-def kueue_hold(job: dict, scenario_kueue: bool) -> bool:
-    """Kueue's webhook: suspend a new queued Job until it is admitted. Returns True if held."""
+def kueue_hold(job: dict, scenario_kueue: bool, manage_without_queue_name: bool = False) -> bool:
+    """Kueue's webhook: suspend a new queued Job until it is admitted. Returns True if held.
+    With Kueue's ``manageJobsWithoutQueueName`` every new Job is held, label or not."""
     labels = job["metadata"].get("labels") or {}
-    if labels.get(KUEUE_QUEUE_LABEL) or scenario_kueue:
+    if labels.get(KUEUE_QUEUE_LABEL) or scenario_kueue or manage_without_queue_name:
         job["spec"]["suspend"] = True
         return True
     return False

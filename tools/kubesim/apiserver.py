@@ -49,6 +49,14 @@ VERSION = {
 _SEP = (",", ":")
 
 
+def version_info(version: str) -> dict:
+    """``/version`` for a cluster of ``version`` ("1.32" or "1.32.4")."""
+    parts = (version.split(".") + ["0", "0"])[:3]
+    info = dict(VERSION)
+    info.update(major=parts[0], minor=parts[1], gitVersion="v" + ".".join(parts))
+    return info
+
+
 @dataclass
 class Request:
     method: str
@@ -304,7 +312,7 @@ class ApiServer:
         return Response(200, data, "text/plain")
 
     def _version(self, req: Request, route: Route, params: dict[str, str]) -> Response:
-        return json_response(200, VERSION)
+        return json_response(200, version_info(self.sim.version))
 
     def _health(self, req: Request, route: Route, params: dict[str, str]) -> Response:
         return Response(200, b"ok", "text/plain")
@@ -388,7 +396,7 @@ class ApiServer:
                                                    template_meta.get("annotations"))
         held = False
         if not (seed and job.get("status")):
-            held = admission.kueue_hold(job, scenario.kueue)
+            held = admission.kueue_hold(job, scenario.kueue, self.sim.kueue_manage_all)
         admission.generate_selector(job, aliased)
         meta.setdefault("generation", 1)
         if not seed:
@@ -396,7 +404,7 @@ class ApiServer:
             job["status"] = {}
         else:
             job.setdefault("status", {})
-        self._check(JOBS, job, validation.job_errors(job), seed)
+        self._check(JOBS, job, validation.job_errors(job, relaxed_env=self.sim.relaxed_env_names), seed)
 
         def after() -> None:
             created = world.store.get("jobs", meta["namespace"], meta["name"])
@@ -413,7 +421,7 @@ class ApiServer:
     def _admit_pod(self, pod: dict, now: float, seed: bool) -> tuple[dict, Callable[[], None]]:
         world, meta = self.world, pod["metadata"]
         admission.default_pod(pod)
-        self._check(PODS, pod, validation.pod_errors(pod), seed)
+        self._check(PODS, pod, validation.pod_errors(pod, relaxed_env=self.sim.relaxed_env_names), seed)
         if seed:
             pod.setdefault("status", {"phase": "Pending"})
             return pod, lambda: None

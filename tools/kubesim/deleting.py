@@ -7,9 +7,10 @@
   its dependents and removed the finalizer.
 * A pod is deleted gracefully: ``deletionTimestamp`` = now + grace period (the pod spec's
   ``terminationGracePeriodSeconds`` unless the request says otherwise; 0 for a pod that never
-  reached a node or already finished). The kubelet stops its containers, and the object goes once
-  they have stopped and no finalizer (e.g. the Job controller's ``batch.kubernetes.io/job-tracking``)
-  is left.
+  reached a node or already finished). The kubelet sends SIGTERM: a container that handles it
+  exits 143 after the scenario's ``terminate`` seconds, one that does not is killed with SIGKILL
+  (137) when the grace period ends. The object goes once they have stopped and no finalizer (e.g.
+  the Job controller's ``batch.kubernetes.io/job-tracking``) is left.
 
 Deliberately not here: choosing the default policy per resource or answering the request
 (``apiserver``), and walking dependents (``controller``).
@@ -71,7 +72,12 @@ def _pod(world: World, pod: dict, now: float, grace: int | None, by_controller: 
     meta["deletionGracePeriodSeconds"] = grace
     if plan is not None:
         plan.deleted_at = now
-        plan.kill_at = now + min(plan.scenario.terminate, grace)
+        stop = plan.scenario.terminate
+        if stop is None or stop >= grace:
+            # Ignores SIGTERM (a shell as PID 1): SIGKILL when the grace period ends.
+            plan.kill_at, plan.kill_code = now + grace, 137
+        else:
+            plan.kill_at, plan.kill_code = now + stop, 143
         plan.due = now
         if status.get("phase") == "Running":
             for container in spec.get("containers") or []:

@@ -17,8 +17,16 @@ What a pod goes through (times from its creation t0):
   seconds after t0 (0 / ``Completed``, or the scenario's code and reason with its termination
   message). ``restartPolicy: OnFailure`` restarts a failed container in place (``restartCount``,
   ``CrashLoopBackOff`` with back-off, ``lastState``) while ``Never`` ends the pod ``Failed``;
-* deleted: containers get SIGTERM and stop ``min(terminate, grace)`` seconds later (exit 143);
-  the pod object goes once that has happened and no finalizer is left.
+* ``config-error``: scheduled, container waiting ``CreateContainerConfigError`` (``secret "x" not
+  found``, the Secret its env names) with the kubelet's Warning ``Failed`` events, until ``recover``;
+* ``mount-error``: scheduled, waiting ``ContainerCreating`` with Warning ``FailedMount`` events
+  (``MountVolume.SetUp failed for volume ...``) retried with the kubelet's back-off, until ``recover``;
+* deleted: containers get SIGTERM; one that handles it stops ``terminate`` seconds later (exit
+  143), one that ignores it (the default: a shell as PID 1) is killed when the grace period ends
+  (exit 137). The pod object goes once that has happened and no finalizer is left;
+* disrupted (``KubeSim.evict``): an API eviction or preemption adds ``DisruptionTarget`` and then
+  deletes the pod; a node-pressure eviction by the kubelet kills the containers (137) and leaves the
+  pod ``Failed`` with reason ``Evicted``, as ``TerminationByKubelet``.
 
 Deliberately not here: counting pods into Job status (``controller``) or deciding to delete
 (``deleting``). Init containers are not run; every container of a pod shares one timeline.
@@ -41,6 +49,8 @@ PULL_BACKOFF_CAP = 300.0
 RESTART_BACKOFF_CAP = 300.0
 RESCHEDULE_EVERY = 300.0
 SIGTERM_EXIT = 143
+SIGKILL_EXIT = 137
+MOUNT_BACKOFF_CAP = 122.0  # the volume manager's exponential back-off tops out at 2m2s
 
 UNSCHEDULABLE_MESSAGE = ("0/3 nodes are available: 3 Insufficient cpu. preemption: 0/3 nodes are available: "
                          "3 No preemption victims found for incoming pod.")
@@ -59,6 +69,10 @@ class PodPlan:
     watermark: float = -INF  # events up to this time have been recorded
     due: float = 0.0  # next time the pod changes
     finished_at: float | None = None
+    index: int | None = None  # completion index (Indexed Jobs)
+    kill_code: int = SIGKILL_EXIT  # 143 when the container stops on SIGTERM, 137 when killed
+    disruption: dict | None = None  # the DisruptionTarget condition, once disrupted
+    evicted: str | None = None  # node-pressure eviction message (the pod ends Failed/Evicted)
 
 
 @dataclass(frozen=True)
@@ -123,19 +137,20 @@ class Timeline:
         self.pod_name = pod["metadata"].get("name", "")
         self.namespace = pod["metadata"].get("namespace", "")
         self.uid = pod["metadata"].get("uid", "")
-        blocked = self.s.outcome in ("pull-backoff", "unschedulable")
+        blocked = self.s.outcome in ("pull-backoff", "unschedulable", "config-error", "mount-error")
         if blocked:
             self.unblock = self.t0 + self.s.recover if self.s.recover is not None else INF
         else:
             self.unblock = self.t0
         self.scheduled = self.unblock if self.s.outcome == "unschedulable" else self.t0
         self.pulling = self.s.outcome == "pull-backoff"
+        self.volumes = spec.get("volumes") or []
         self.kill = plan.kill_at if plan.kill_at is not None else INF
         self._runs: list[Run] = []
 
     # --- runs ----------------------------------------------------------------------------------
     def _run(self, index: int, start: float, end: float | None) -> Run:
-        fails = self.s.fails_attempt(self.plan.attempt + index)
+        fails = self.s.fails_attempt(self.plan.attempt + index, self.plan.index)
         code = self.s.exit_code if fails else 0
         reason = self.s.reason if fails else "Completed"
         return Run(index, start, end, code, reason, self.s.message)
@@ -166,7 +181,7 @@ class Timeline:
         if raw is None or raw.start >= self.kill:
             return None
         if raw.end is None or raw.end > self.kill:
-            return Run(raw.index, raw.start, self.kill, SIGTERM_EXIT, "Error", "", killed=True)
+            return Run(raw.index, raw.start, self.kill, self.plan.kill_code, "Error", "", killed=True)
         return raw
 
     def runs_until(self, horizon: float) -> list[Run]:
@@ -183,6 +198,44 @@ class Timeline:
             yield t
             t += 1.0 + min(10.0 * 2 ** min(k, 16), PULL_BACKOFF_CAP)
             k += 1
+
+    def retries(self, cap: float) -> Iterator[float]:
+        """The kubelet's tries while blocked: 1 s after scheduling, then a doubling back-off."""
+        t, k = self.scheduled + 1.0, 0
+        while t < self.unblock:
+            yield t
+            t += min(2.0 * 2 ** min(k, 16), cap)
+            k += 1
+
+    def missing_secret(self) -> str:
+        """The Secret a config error names: the first one the first container's env refers to."""
+        for c in self.containers:
+            for env in c.get("env") or []:
+                ref = ((env or {}).get("valueFrom") or {}).get("secretKeyRef") or {}
+                if ref.get("name"):
+                    return ref["name"]
+            for source in c.get("envFrom") or []:
+                ref = (source or {}).get("secretRef") or {}
+                if ref.get("name"):
+                    return ref["name"]
+        return "app-settings"
+
+    def missing_volume(self) -> tuple[str, str]:
+        """(volume, what is missing) for a mount error: the first Secret / ConfigMap / PVC volume."""
+        for v in self.volumes:
+            if not isinstance(v, dict):
+                continue
+            if (v.get("secret") or {}).get("secretName"):
+                return v.get("name", ""), f'secret "{v["secret"]["secretName"]}" not found'
+            if (v.get("configMap") or {}).get("name"):
+                return v.get("name", ""), f'configmap "{v["configMap"]["name"]}" not found'
+            if (v.get("persistentVolumeClaim") or {}).get("claimName"):
+                return v.get("name", ""), (f'persistentvolumeclaim "{v["persistentVolumeClaim"]["claimName"]}" '
+                                           "not found")
+        return "config", 'secret "app-config" not found'
+
+    def config_error(self) -> str:
+        return f'secret "{self.missing_secret()}" not found'
 
     # --- change points and their events --------------------------------------------------------
     def _base_points(self) -> Iterator[tuple[float, list[EventSpec]]]:
@@ -211,6 +264,15 @@ class Timeline:
                         EventSpec("Normal", "BackOff", f'Back-off pulling image "{image}"', container=first),
                         EventSpec("Warning", "Failed", "Error: ImagePullBackOff", container=first),
                     ]
+        if self.s.outcome == "config-error":
+            first = self.names[0] if self.names else None
+            for a in self.retries(PULL_BACKOFF_CAP):
+                yield a, [EventSpec("Warning", "Failed", f"Error: {self.config_error()}", container=first)]
+        if self.s.outcome == "mount-error":
+            volume, missing = self.missing_volume()
+            for a in self.retries(MOUNT_BACKOFF_CAP):
+                yield a, [EventSpec("Warning", "FailedMount",
+                                    f'MountVolume.SetUp failed for volume "{volume}" : {missing}')]
         k = 0
         while (run := self.run(k)) is not None:
             started = []
@@ -261,7 +323,7 @@ class Timeline:
         if t >= self.kill and self.scheduled > self.kill:
             status["phase"] = "Failed"
             status["conditions"] = [_cond("PodScheduled", "False", self.t0, "Unschedulable", UNSCHEDULABLE_MESSAGE)]
-            return status
+            return self._disrupted(status, t)
         sched = self.scheduled
         status.update({"hostIP": HOST_IP, "hostIPs": [{"ip": HOST_IP}], "podIP": pod_ip(self.uid),
                        "podIPs": [{"ip": pod_ip(self.uid)}], "startTime": rfc3339(sched)})
@@ -294,14 +356,27 @@ class Timeline:
             # Not started yet, or OnFailure waiting to restart: both are "not ready".
             status["phase"] = "Running" if last is not None else "Pending"
             since = last.end if last is not None else sched
+            # Volumes are mounted before the sandbox is made: a mount error keeps it from starting.
+            sandbox = "False" if self.s.outcome == "mount-error" and t < self.unblock else "True"
             status["conditions"] = [
-                _cond("PodReadyToStartContainers", "True", sched),
+                _cond("PodReadyToStartContainers", sandbox, sched),
                 _cond("Initialized", "True", sched),
                 _cond("Ready", "False", since, "ContainersNotReady", not_ready),
                 _cond("ContainersReady", "False", since, "ContainersNotReady", not_ready),
                 _cond("PodScheduled", "True", sched),
             ]
         status["containerStatuses"] = [self._container_status(c, t, runs) for c in self.containers]
+        return self._disrupted(status, t)
+
+    def _disrupted(self, status: dict, t: float) -> dict:
+        """``DisruptionTarget`` once disrupted; ``Evicted`` when the kubelet evicted the pod."""
+        cond = self.plan.disruption
+        if cond is not None:
+            status.setdefault("conditions", []).insert(0, dict(cond))
+        if self.plan.evicted is not None and t >= self.kill:
+            status["phase"] = "Failed"
+            status["reason"] = "Evicted"
+            status["message"] = self.plan.evicted
         return status
 
     def _terminated(self, c: dict, run: Run) -> dict:
@@ -331,6 +406,8 @@ class Timeline:
                                               "finishedAt": rfc3339(self.kill)}}
             elif self.pulling and t < self.unblock:
                 cs["state"] = {"waiting": self._pull_waiting(t, image)}
+            elif self.s.outcome == "config-error" and t < self.unblock and t >= self.scheduled + 1.0:
+                cs["state"] = {"waiting": {"reason": "CreateContainerConfigError", "message": self.config_error()}}
             else:
                 cs["state"] = {"waiting": {"reason": "ContainerCreating"}}
             return cs

@@ -11,15 +11,28 @@ Compact spec grammar (the annotation value, or a string given to ``set_scenario`
 
     spec     := outcome ( ":" option )*
     outcome  := "succeed" | "fail" | "oom" | "pull-backoff" | "unschedulable" | "run-forever" | "kueue"
+              | "refused"               the API server refuses the Job's pods (ResourceQuota, Pod
+                                        Security, Azure Policy): no pod, Warning FailedCreate events
+              | "config-error"          the container waits in CreateContainerConfigError (an env
+                                        var's Secret is missing)
+              | "mount-error"           the pod waits in ContainerCreating with FailedMount events
+                                        (a volume's Secret / ConfigMap / PVC is missing)
     option   := "after=" SECONDS        container exits this long after the pod is created
                                         (includes ~1 s of ContainerCreating; default 10)
               | "exit=" CODE            exit code of "fail" (default 1; "oom" means 137 + OOMKilled)
               | "times=" N              "fail" only for the first N pods (or restarts), then succeed
-              | "recover=" SECONDS      "pull-backoff"/"unschedulable" clear after this long, then
-                                        the container runs as "succeed"
+              | "recover=" SECONDS      "pull-backoff"/"unschedulable"/"config-error"/"mount-error"/
+                                        "refused" clear after this long, then the container runs
+                                        as "succeed"
+              | "refusal=" WHY          what refuses the pods of "refused": quota (default),
+                                        pod-security or azure-policy
+              | "indexes=" I,J,...      "fail" only pods of these completion indexes (Indexed Jobs)
               | "admit-after=" SECONDS  Kueue admits the held Job this long after creation
-              | "terminate=" SECONDS    a deleted pod takes this long to go away (capped by its grace
-                                        period; default 0: gone at the next controller step)
+              | "terminate=" SECONDS    a deleted pod's container exits (143, SIGTERM) this long
+                                        after the delete; by default, or when this is not shorter
+                                        than the pod's terminationGracePeriodSeconds (30 unless the
+                                        template says otherwise), it ignores SIGTERM and is killed
+                                        (137, SIGKILL) when the grace period ends
               | "logs=" N               lines the container writes to its log (default 3)
               | "settle=" SECONDS       delay between SuccessCriteriaMet/FailureTarget and
                                         Complete/Failed beyond waiting for pods (default 0)
@@ -41,7 +54,11 @@ import dataclasses
 from dataclasses import dataclass
 
 ANNOTATION = "kubesim.polysync.io/scenario"
-OUTCOMES = ("succeed", "fail", "pull-backoff", "unschedulable", "run-forever")
+OUTCOMES = ("succeed", "fail", "pull-backoff", "unschedulable", "run-forever", "refused", "config-error",
+            "mount-error")
+# Outcomes that keep the pod (or, for "refused", its creation) from going ahead until ``recover``.
+BLOCKING = ("pull-backoff", "unschedulable", "config-error", "mount-error", "refused")
+REFUSALS = ("quota", "pod-security", "azure-policy")
 
 
 @dataclass(frozen=True)
@@ -55,15 +72,19 @@ class Scenario:
     recover: float | None = None
     kueue: bool = False
     admit_after: float | None = None
-    terminate: float = 0.0
+    terminate: float | None = None
     logs: int = 3
     settle: float = 0.0
+    refusal: str = "quota"
+    indexes: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.outcome not in OUTCOMES:
             raise ValueError(f"unknown scenario outcome {self.outcome!r}; expected one of {OUTCOMES}")
+        if self.refusal not in REFUSALS:
+            raise ValueError(f"unknown refusal {self.refusal!r}; expected one of {REFUSALS}")
         for name in ("after", "terminate", "settle"):
-            if getattr(self, name) < 0:
+            if (getattr(self, name) or 0) < 0:
                 raise ValueError(f"scenario {name} must be >= 0")
         if self.logs < 0:
             raise ValueError("scenario logs must be >= 0")
@@ -85,8 +106,11 @@ class Scenario:
     def parse(cls, spec: str) -> Scenario:
         return parse(spec)
 
-    def fails_attempt(self, attempt: int) -> bool:
-        """Does the container of this attempt (0-based pod index or restart) exit non-zero?"""
+    def fails_attempt(self, attempt: int, index: int | None = None) -> bool:
+        """Does the container of this attempt (0-based pod count or restart; per completion index
+        for Indexed Jobs) exit non-zero?"""
+        if self.indexes is not None and index not in self.indexes:
+            return False
         return self.outcome == "fail" and (self.times is None or attempt < self.times)
 
     @property
@@ -104,6 +128,10 @@ class Scenario:
             value = getattr(self, name)
             if value != getattr(default, name):
                 parts.append(f"{key}={_num(value)}")
+        if self.refusal != default.refusal:
+            parts.append(f"refusal={self.refusal}")
+        if self.indexes is not None:
+            parts.append("indexes=" + ",".join(str(i) for i in self.indexes))
         if self.kueue:
             parts.append("kueue")
         if self.message:
@@ -125,6 +153,17 @@ def _seconds(key: str, text: str) -> float:
     return value
 
 
+def _indexes(key: str, text: str) -> tuple[int, ...]:
+    try:
+        return tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
+    except ValueError:
+        raise ValueError(f"scenario option {key}={text!r} is not a list of indexes") from None
+
+
+def _word(key: str, text: str) -> str:
+    return text.strip()
+
+
 def _int(key: str, text: str) -> int:
     try:
         return int(text)
@@ -142,6 +181,8 @@ _OPTIONS = {
     "terminate": ("terminate", _seconds),
     "logs": ("logs", _int),
     "settle": ("settle", _seconds),
+    "refusal": ("refusal", _word),
+    "indexes": ("indexes", _indexes),
 }
 
 

@@ -83,8 +83,11 @@ def parse_labels(text: str | None) -> tuple[Requirement, ...]:
     reqs = []
     for part in _split_top_level(text):
         if m := _SET.match(part):
-            values = tuple(v.strip() for v in m.group(3).split(",") if v.strip())
-            if not values or not all(_VALUE_ONLY.match(v) for v in values):
+            inner = m.group(3).strip()
+            # ``parseValues``: an empty ``()`` is the set holding only the empty string, so
+            # ``key in ()`` selects objects whose label is present and empty.
+            values = tuple(v.strip() for v in inner.split(",")) if inner else ("",)
+            if not all(_VALUE_ONLY.match(v) for v in values):
                 raise statuses.bad_request(f"unable to parse requirement: values of {m.group(1)!r} are not valid")
             reqs.append(Requirement(m.group(1), m.group(2), values))
         elif m := _EQ.match(part):

@@ -25,7 +25,7 @@ from typing import Any
 
 from . import apiserver, deleting, kinds, server
 from .apiserver import ApiServer
-from .clock import Clock, as_datetime
+from .clock import Clock, as_datetime, rfc3339
 from .controller import Controller
 from .faults import Fault, FaultBook
 from .scenarios import Scenario, ScenarioBook
@@ -39,8 +39,12 @@ class KubeSim:
     def __init__(self, token: str = "sim-token", auto_run: bool = False, latency: float = 0.0,  # noqa: S107
                  ssl_context: Any = None, *, host: str = "127.0.0.1", port: int = 0,
                  continue_ttl: float = 300.0, seed: int | None = None, start: datetime | float | None = None,
-                 tick: float = 0.5):
+                 tick: float = 0.5, version: str = "1.31.2", kueue_manage_all: bool = False):
         self.token = token
+        # The cluster's Kubernetes version (``/version``; env names are relaxed from 1.32).
+        self.version = version
+        # Kueue's ``manageJobsWithoutQueueName``: every new Job is created suspended, label or not.
+        self.kueue_manage_all = kueue_manage_all
         self.latency = latency
         self.auto_run = auto_run
         self.ssl_context = ssl_context
@@ -207,6 +211,12 @@ class KubeSim:
             for ns in DEFAULT_NAMESPACES:
                 self.ensure_namespace(ns)
 
+    @property
+    def relaxed_env_names(self) -> bool:
+        """RelaxedEnvironmentVariableValidation: beta and on by default from 1.32, GA in 1.34."""
+        major, minor = (int(p) for p in self.version.split(".")[:2])
+        return (major, minor) >= (1, 32)
+
     # --- scenarios and Kueue -------------------------------------------------------------------
     def set_scenario(self, match: str, scenario: Scenario | str) -> Scenario:
         """Jobs created from now on whose name starts with ``match`` follow ``scenario``
@@ -250,6 +260,47 @@ class KubeSim:
             self.controller.touch(job)
             self.controller.kick(job, self.clock.now())
             return store.copy("jobs", job)
+
+    DISRUPTIONS = {
+        "api": ("EvictionByEvictionAPI", "Eviction API: evicting"),
+        "preemption": ("PreemptionByScheduler",
+                       "default-scheduler: preempting to accommodate a higher priority pod"),
+        "kubelet": ("TerminationByKubelet", "The node was low on resource: memory. Threshold quantity: 100Mi, "
+                                            "available: 88944Ki. "),
+    }
+
+    def evict(self, namespace: str, pod_name: str, by: str = "api") -> dict:
+        """Disrupt a pod: ``api`` (the Eviction API, as a node drain or autoscaler scale-down uses)
+        and ``preemption`` (the scheduler) add ``DisruptionTarget`` and delete the pod gracefully;
+        ``kubelet`` (node-pressure eviction) kills its containers at once and leaves it ``Failed``
+        with reason ``Evicted`` and the same condition (reason ``TerminationByKubelet``)."""
+        if by not in self.DISRUPTIONS:
+            raise ValueError(f"by must be one of {sorted(self.DISRUPTIONS)}")
+        reason, message = self.DISRUPTIONS[by]
+        with self.lock:
+            now = self.clock.now()
+            pod = self.world.store.get("pods", namespace, pod_name)
+            if pod is None:
+                raise KeyError(f"no pod {namespace}/{pod_name}")
+            plan = self.world.pods.get(pod["metadata"].get("uid", ""))
+            stamp = rfc3339(now)
+            cond = {"type": "DisruptionTarget", "status": "True", "lastProbeTime": None,
+                    "lastTransitionTime": stamp, "reason": reason, "message": message}
+            if plan is not None:
+                plan.disruption = cond
+                plan.due = now
+            if by == "kubelet":
+                if plan is not None:
+                    plan.evicted = message
+                    plan.kill_at, plan.kill_code = now, 137
+                self.world.recorder.record(now, pod, "Pod", "v1", "Warning", "Evicted", message, "kubelet",
+                                           host=(pod.get("spec") or {}).get("nodeName"))
+                self.controller.observe_pod(pod, now)
+            else:
+                self.controller.observe_pod(pod, now)
+                deleting.request(self.world, "pods", pod, now)
+            self._run_until(now)
+            return self.world.store.copy("pods", pod)
 
     # --- faults, auth, counters ----------------------------------------------------------------
     def inject(self, method: str, path_regex: str, fault: str, times: int | None = 1, **opts) -> Fault:

@@ -3,7 +3,9 @@
 Only what a client of Jobs, Pods, Secrets and Events can trip over: object names (DNS-1123;
 Job names also end up as the 63-character ``job-name`` label), label keys and values,
 containers (present, named, with an image), ``restartPolicy`` (a Job's pods must use ``Never``
-or ``OnFailure``), env var names (``[-._a-zA-Z][-._a-zA-Z0-9]*``), Job counts, the generated
+or ``OnFailure``; missing is ``Required``), env var names (``[-._a-zA-Z][-._a-zA-Z0-9]*``, or
+any printable ASCII but '=' on clusters from 1.32), Job counts (``activeDeadlineSeconds: 0`` is
+valid for a Job), Indexed-only fields, an immutable ``managedBy``, the generated
 selector rules (a user-set ``spec.selector`` without ``manualSelector``, or controller labels in
 the template that do not belong to this Job, are refused exactly as ``validateGeneratedSelector``
 refuses them), Secret keys, and immutable Job fields on update.
@@ -38,6 +40,7 @@ LABEL_VALUE_MSG = ("a valid label must be an empty string or consist of alphanum
 QUALIFIED_MSG = ("name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with "
                  "an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for "
                  "validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')")
+RELAXED_ENV_MSG = "a valid environment variable name must consist only of printable ASCII characters other than '='"
 ENV_MSG = ("a valid environment variable name must consist of alphabetic characters, digits, '_', '-', or '.', "
            "and must not start with a digit (e.g. 'my.env-name',  or 'MY_ENV.NAME',  or 'MyEnvName1', regex used "
            "for validation is '[-._a-zA-Z][-._a-zA-Z0-9]*')")
@@ -112,7 +115,17 @@ def label_name_errors(value: str) -> list[str]:
     return out
 
 
-def _container_errors(containers: list, path: str) -> list[FieldError]:
+def env_name_errors(name: str, relaxed: bool) -> list[str]:
+    """``IsEnvVarName``, or from 1.32 (RelaxedEnvironmentVariableValidation, beta on by default;
+    GA in 1.34) ``IsRelaxedEnvVarName``: any printable ASCII character but '='."""
+    if relaxed:
+        if any(ord(ch) < 32 or ord(ch) > 126 or ch == "=" for ch in name):
+            return [RELAXED_ENV_MSG]
+        return []
+    return [] if ENV_NAME.fullmatch(name) else [ENV_MSG]
+
+
+def _container_errors(containers: list, path: str, relaxed_env: bool = False) -> list[FieldError]:
     errs: list[FieldError] = []
     seen: set[str] = set()
     for i, c in enumerate(containers):
@@ -136,8 +149,8 @@ def _container_errors(containers: list, path: str) -> list[FieldError]:
             ename = env.get("name") if isinstance(env, dict) else None
             if not ename:
                 errs.append(required(f"{epath}.name"))
-            elif not ENV_NAME.match(ename):
-                errs.append(invalid(f"{epath}.name", ename, ENV_MSG))
+            else:
+                errs += [invalid(f"{epath}.name", ename, msg) for msg in env_name_errors(ename, relaxed_env)]
             if isinstance(env, dict) and env.get("valueFrom") is not None:
                 if env.get("value"):
                     errs.append(invalid(f"{epath}.valueFrom", "", "may not be specified when `value` is not empty"))
@@ -151,16 +164,22 @@ def _container_errors(containers: list, path: str) -> list[FieldError]:
     return errs
 
 
-def pod_spec_errors(spec: dict, path: str, restart_policies: tuple[str, ...]) -> list[FieldError]:
+def pod_spec_errors(spec: dict, path: str, restart_policies: tuple[str, ...], *,
+                    relaxed_env: bool = False, job: bool = False) -> list[FieldError]:
     errs: list[FieldError] = []
     containers = spec.get("containers")
     if not containers:
         errs.append(required(f"{path}.containers"))
     else:
-        errs += _container_errors(containers, f"{path}.containers")
-    errs += _container_errors(spec.get("initContainers") or [], f"{path}.initContainers")
+        errs += _container_errors(containers, f"{path}.containers", relaxed_env)
+    errs += _container_errors(spec.get("initContainers") or [], f"{path}.initContainers", relaxed_env)
     policy = spec.get("restartPolicy")
-    if policy not in restart_policies:
+    if job and policy not in restart_policies:
+        # validateJobSpec: a Job's template gets no default, and anything but OnFailure / Never
+        # (missing included) is "Required value: valid values: ...".
+        errs.append(required(f"{path}.restartPolicy",
+                             "valid values: " + ", ".join(f'"{p}"' for p in restart_policies)))
+    elif policy not in restart_policies:
         errs.append(not_supported(f"{path}.restartPolicy", policy, list(restart_policies)))
     grace = spec.get("terminationGracePeriodSeconds")
     if isinstance(grace, int) and grace < 0:
@@ -185,7 +204,7 @@ def _has_label(labels: dict, path: str, key: str, expected: str) -> list[FieldEr
     return []
 
 
-def job_errors(job: dict) -> list[FieldError]:
+def job_errors(job: dict, *, relaxed_env: bool = False) -> list[FieldError]:
     """``ValidateJob`` on create, after defaulting and selector generation."""
     meta = job.get("metadata") or {}
     spec = job.get("spec") or {}
@@ -214,13 +233,25 @@ def job_errors(job: dict) -> list[FieldError]:
     errs += _non_negative(spec, "parallelism", "spec")
     errs += _non_negative(spec, "completions", "spec")
     errs += _non_negative(spec, "backoffLimit", "spec")
-    errs += _non_negative(spec, "activeDeadlineSeconds", "spec", minimum=1)
+    # A Job's activeDeadlineSeconds is only "non-negative" (0 is valid: it fails at once); a pod's
+    # must be positive.
+    errs += _non_negative(spec, "activeDeadlineSeconds", "spec")
     errs += _non_negative(spec, "ttlSecondsAfterFinished", "spec")
     if spec.get("completionMode") not in (None, "NonIndexed", "Indexed"):
         errs.append(not_supported("spec.completionMode", spec.get("completionMode"), ["NonIndexed", "Indexed"]))
+    if spec.get("completionMode") == "Indexed" and spec.get("completions") is None:
+        errs.append(required("spec.completions", "when completion mode is Indexed"))
+    if spec.get("backoffLimitPerIndex") is not None and spec.get("completionMode") != "Indexed":
+        errs.append(forbidden("spec.backoffLimitPerIndex", "requires indexed completion mode"))
+    if spec.get("successPolicy") is not None and spec.get("completionMode") != "Indexed":
+        errs.append(invalid("spec.successPolicy", spec.get("successPolicy"), "requires indexed completion mode"))
+    managed_by = spec.get("managedBy")
+    if managed_by is not None and (not isinstance(managed_by, str) or len(managed_by) > 63):
+        errs.append(invalid("spec.managedBy", managed_by, "must be no more than 63 characters"))
     # ValidatePodTemplateSpec validates the template's labels at spec.template.labels (sic).
     errs += labels_errors(tmeta.get("labels"), "spec.template.labels")
-    errs += pod_spec_errors(template.get("spec") or {}, "spec.template.spec", ("OnFailure", "Never"))
+    errs += pod_spec_errors(template.get("spec") or {}, "spec.template.spec", ("OnFailure", "Never"),
+                            relaxed_env=relaxed_env, job=True)
     return errs
 
 
@@ -236,14 +267,16 @@ def job_update_errors(old: dict, new: dict) -> list[FieldError]:
         errs.append(invalid("spec.completions", nspec.get("completions"), "field is immutable"))
     errs += _non_negative(nspec, "parallelism", "spec")
     errs += _non_negative(nspec, "backoffLimit", "spec")
-    errs += _non_negative(nspec, "activeDeadlineSeconds", "spec", minimum=1)
+    errs += _non_negative(nspec, "activeDeadlineSeconds", "spec")
     errs += _non_negative(nspec, "ttlSecondsAfterFinished", "spec")
+    if ospec.get("managedBy") != nspec.get("managedBy"):
+        errs.append(invalid("spec.managedBy", nspec.get("managedBy"), "field is immutable"))
     return errs
 
 
-def pod_errors(pod: dict) -> list[FieldError]:
+def pod_errors(pod: dict, *, relaxed_env: bool = False) -> list[FieldError]:
     errs = object_meta_errors(pod.get("metadata") or {})
-    errs += pod_spec_errors(pod.get("spec") or {}, "spec", ("Always", "OnFailure", "Never"))
+    errs += pod_spec_errors(pod.get("spec") or {}, "spec", ("Always", "OnFailure", "Never"), relaxed_env=relaxed_env)
     return errs
 
 

@@ -34,6 +34,13 @@ class JobState:
     finished_at: float | None = None
     due: float = math.inf
     problem: str = ""
+    create_failures: int = 0  # pod creations refused in a row (FailedCreate)
+    create_retry_at: float | None = None
+    fail_message: str | None = None  # a podFailurePolicy FailJob rule matched
+    succeeded_indexes: set[int] = field(default_factory=set)
+    failed_indexes: set[int] = field(default_factory=set)
+    index_failures: dict[int, int] = field(default_factory=dict)
+    index_pods: dict[int, int] = field(default_factory=dict)  # pods created per index
 
 
 @dataclass
