@@ -63,8 +63,14 @@ def rerun_run(req: func.HttpRequest) -> func.HttpResponse:
 
 @app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def health(req: func.HttpRequest) -> func.HttpResponse:
-    """Settings, run table and cluster reachability."""
-    return http.handle(req, http.health)
+    """Liveness, for anyone: a constant answer, no outbound call."""
+    return http.handle(req, http.liveness)
+
+
+@app.route(route="ready", methods=["GET"])
+def ready(req: func.HttpRequest) -> func.HttpResponse:
+    """Readiness (keyed): settings, run table and cluster reachability, cached for a few seconds."""
+    return http.handle(req, http.readiness)
 
 
 @app.timer_trigger(schedule="%SWEEP_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=False)

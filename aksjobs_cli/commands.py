@@ -324,7 +324,7 @@ def _follow(api: Api, run_id: str, args, out: _Out, first: dict | None = None) -
 
 
 def _health(api: Api, args, out: _Out) -> ExitCode:
-    doc = api.get("health", accept=(503,)).doc or {}  # 503 carries the checks that failed
+    doc = api.get("ready", accept=(503,)).doc or {}  # 503 carries the checks that failed
     if out.json:
         out.doc(doc)
     else:

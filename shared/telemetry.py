@@ -3,7 +3,7 @@
 Instruments (Application Insights shows them in ``customMetrics`` under these names):
 
 ==============================  =========  ==========================================================
-``aksjobs.runs.started``        counter    runs created (``namespace``, ``via``: http, eventgrid, rerun)
+``aksjobs.runs.started``        counter    runs created (``namespace``, ``source``: job, fallback, rerun)
 ``aksjobs.runs.finished``       counter    runs that reached a terminal status (``namespace``, ``status``)
 ``aksjobs.runs.active``         gauge      active runs by phase after each sweep (``namespace``, ``phase``)
 ``aksjobs.sweep.duration``      histogram  seconds one sweep took
@@ -161,8 +161,8 @@ def _record(what: str, action) -> None:
         log.debug("recording %s failed", what, exc_info=True)
 
 
-def run_started(namespace: str, via: str) -> None:
-    _record("runs.started", lambda i: i.runs_started.add(1, {"namespace": namespace, "via": via}))
+def run_started(namespace: str, source: str) -> None:
+    _record("runs.started", lambda i: i.runs_started.add(1, {"namespace": namespace, "source": source}))
 
 
 def run_finished(namespace: str, status: str) -> None:

@@ -110,6 +110,7 @@ CORPUS = [
     case("submit-external-id-uppercase", "POST", "/api/jobs/Nightly_Report/runs", 400, field="externalId", body={}),
     # ---- GET /api/jobs and /api/jobs/{externalId}
     case("list-jobs-namespace-not-allowed", "GET", "/api/jobs?namespace=kube-system", 403, field="namespace", says="kube-system"),
+    case("ready-namespace-not-allowed", "GET", "/api/ready?namespace=kube-system", 403, field="namespace", says="kube-system"),
     case("list-jobs-namespace-nul", "GET", "/api/jobs?namespace=%00", 403, field="namespace"),
     case("get-job-unknown", "GET", "/api/jobs/no-such-job", 404, field="externalId", says="no-such-job"),
     case("get-job-namespace-not-allowed", "GET", "/api/jobs/report?namespace=kube-system", 403, field="namespace"),

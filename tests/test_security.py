@@ -234,13 +234,13 @@ def test_a_broken_connection_string_is_reported_by_name_without_its_account_key(
     monkeypatch.setenv("RUNS_TABLE_CONNECTION_STRING", f"AccountName=x;AccountKey={planted_key};Nonsense")
     composition.reset()
 
-    health = app.get("/api/health", key=False)
+    ready = app.get("/api/ready")
     runs = app.get("/api/runs")
 
-    assert health.status == 503
+    assert ready.status == 503
     assert runs.status == 500
     assert "RUNS_TABLE_CONNECTION_STRING" in runs.json["error"]["message"]
-    for text in (health.body.decode(), runs.body.decode(), caplog.text):
+    for text in (ready.body.decode(), runs.body.decode(), caplog.text):
         assert planted_key not in text
         assert "planted-account-key" not in text
 

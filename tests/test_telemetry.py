@@ -52,15 +52,15 @@ def points(reader: InMemoryMetricReader) -> dict[str, list]:
 
 def test_every_instrument_records_what_it_is_given(recorded):
     reader, _ = recorded
-    telemetry.run_started("jobs", "http")
-    telemetry.run_started("jobs", "http")
+    telemetry.run_started("jobs", "job")
+    telemetry.run_started("jobs", "job")
     telemetry.run_finished("jobs", "Failed")
     telemetry.active_runs("jobs", {"Running": 3, "Stalled": 1})
     telemetry.sweep_finished(duration_s=0.25, kube_requests=2, table_requests=5)
     telemetry.outbox_backlog("jobs", 7)
     telemetry.submit_finished(0.5, "created")
     got = points(reader)
-    assert got["aksjobs.runs.started"] == [({"namespace": "jobs", "via": "http"}, 2)]
+    assert got["aksjobs.runs.started"] == [({"namespace": "jobs", "source": "job"}, 2)]
     assert got["aksjobs.runs.finished"] == [({"namespace": "jobs", "status": "Failed"}, 1)]
     assert sorted(got["aksjobs.runs.active"], key=str) == [
         ({"namespace": "jobs", "phase": "Running"}, 3), ({"namespace": "jobs", "phase": "Stalled"}, 1)]

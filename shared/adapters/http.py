@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from urllib.parse import quote, urlsplit
 
 import azure.functions as func
@@ -223,31 +225,64 @@ def list_runs(req: func.HttpRequest) -> func.HttpResponse:
     return answer({"namespace": ns, "runs": runs, "continuation": token})
 
 
-def health(req: func.HttpRequest) -> func.HttpResponse:
-    """Settings, run table and cluster reachability, without a secret or a stack trace."""
-    checks: dict[str, dict] = {}
+def liveness(req: func.HttpRequest) -> func.HttpResponse:
+    """Anonymous liveness: this process answers. The same constant for everyone: no Table, cluster
+    or ARM call, no setting read, nothing about the deployment (readiness, keyed, checks those)."""
+    return answer(LIVENESS)
+
+
+LIVENESS = {"ok": True, "status": "alive"}
+READINESS_CACHE_SECONDS = 5.0  # one real check per instance in this window, however often it is called
+
+_readiness_lock = threading.Lock()
+_readiness_cache: list[tuple] = []  # [(settings, namespace, expires, body, status)] of the last checks
+_monotonic = time.monotonic
+
+
+def readiness(req: func.HttpRequest) -> func.HttpResponse:
+    """Keyed readiness: settings, the run table (one query) and the cluster (one LIST of one Job),
+    each reported without a secret or a stack trace; 200 when all pass, else 503.
+
+    Results are kept for ``READINESS_CACHE_SECONDS`` per settings and namespace, and one check runs
+    at a time (callers arriving meanwhile get its result), so calling this in a loop cannot
+    multiply load on the table, the cluster or ARM.
+    """
     try:
         settings = get_settings()
-        checks["settings"] = {"ok": True, "credentialMode": settings.credential_mode,
-                              "namespace": settings.namespace}
-    except AppError as err:
-        checks["settings"] = {"ok": False, "message": err.message}
-        return answer({"ok": False, "checks": checks}, 503)
+    except AppError as err:  # reading settings calls nothing outside the process: not cached
+        return answer({"ok": False, "checks": {"settings": {"ok": False, "message": err.message}}}, 503)
+    namespace = namespace_of(req, settings)
+    with _readiness_lock:
+        # Keyed by the settings object itself (held here, so its identity is never reused): new
+        # settings (a redeploy, a test) always check afresh.
+        fresh = [e for e in _readiness_cache if e[0] is settings and e[1] == namespace and _monotonic() < e[2]]
+        if fresh:
+            _, _, _, body, status = fresh[0]
+        else:
+            body, status = _readiness_checks(settings, namespace)
+            _readiness_cache[:] = [e for e in _readiness_cache if e[0] is settings and e[1] != namespace]
+            _readiness_cache.append((settings, namespace, _monotonic() + READINESS_CACHE_SECONDS, body, status))
+    return answer(body, status)
+
+
+def _readiness_checks(settings, namespace: str) -> tuple[dict, int]:
+    checks: dict[str, dict] = {"settings": {"ok": True, "credentialMode": settings.credential_mode,
+                                            "namespace": namespace}}
     try:
         c = composition.collaborators()
-        c.store.list_active(settings.namespace)
+        c.store.list_active(namespace)
         checks["runTable"] = {"ok": True, "table": settings.runs_table_name}
-    except Exception as err:  # health reports, it does not fail
+    except Exception as err:  # readiness reports, it does not fail
         checks["runTable"] = {"ok": False, "message": _safe_message(err)}
         c = None
     if c is not None:
         try:
-            c.kube.list_jobs_page(settings.namespace, limit=1)
+            c.kube.list_jobs_page(namespace, limit=1)
             checks["cluster"] = {"ok": True}
         except Exception as err:
             checks["cluster"] = {"ok": False, "message": _safe_message(err)}
     ok = all(check["ok"] for check in checks.values())
-    return answer({"ok": ok, "checks": checks}, 200 if ok else 503)
+    return {"ok": ok, "checks": checks}, 200 if ok else 503
 
 
 def _safe_message(err: Exception) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+from shared import telemetry
 from shared.publisher import PublishFailed
 from shared.runs.events import transition_event
 from shared.runs.model import Run
@@ -43,12 +44,16 @@ def publish_pending(c: Collaborators, namespace: str) -> int:
     if c.publisher is None:
         return 0
     now = c.clock()
-    entries = [e for e in c.store.list_outbox(namespace) if e.claimed_until is None or e.claimed_until <= now]
-    if not entries:
-        return 0
-    entries = c.store.claim_outbox(namespace, entries, now + timedelta(seconds=OUTBOX_LEASE_SECONDS))
-    if not entries:
-        return 0
+    waiting = c.store.list_outbox(namespace)
+    entries = [e for e in waiting if e.claimed_until is None or e.claimed_until <= now]
+    if entries:
+        entries = c.store.claim_outbox(namespace, entries, now + timedelta(seconds=OUTBOX_LEASE_SECONDS))
+    delivered = _publish(c, namespace, entries) if entries else 0
+    telemetry.outbox_backlog(namespace, len(waiting) - delivered)
+    return delivered
+
+
+def _publish(c: Collaborators, namespace: str, entries: list) -> int:
     try:
         c.publisher.publish([e.event for e in entries])
         delivered = len(entries)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+from shared import telemetry
 from shared.runs.errors import StaleRun
 from shared.runs.model import Phase, Run, RunState, Status, apply_state
 from shared.usecases.collaborators import Collaborators
@@ -22,13 +23,22 @@ def transition(c: Collaborators, run: Run, state: RunState) -> Run:
         if updated is None:
             return run
         try:
-            return c.store.save(updated, outbox=outbox_rows(c, run, updated))
+            saved = c.store.save(updated, outbox=outbox_rows(c, run, updated))
         except StaleRun:
             fresh = c.store.get_run(run.namespace, run.run_id)
             if fresh is None:
                 return run
             run = fresh
+            continue
+        count_if_finished(run, saved)
+        return saved
     return run
+
+
+def count_if_finished(before: Run, after: Run) -> None:
+    """Telemetry: a run that this write made terminal (every writer of a transition calls this)."""
+    if after.terminal and not before.terminal:
+        telemetry.run_finished(after.namespace, str(after.status))
 
 
 def fail(c: Collaborators, run: Run, reason: str, message: str) -> Run:

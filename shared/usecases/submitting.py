@@ -23,9 +23,12 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from shared.errors import Conflict, UpstreamError, ValidationFailed
+from shared import telemetry
+from shared.errors import AppError, Conflict, UpstreamError, ValidationFailed
 from shared.kube import jobspec
 from shared.kube.errors import KubeConflict, KubeError, KubeInvalid, KubeNotFound
 from shared.runs.errors import IdempotencyKeyTaken
@@ -67,6 +70,26 @@ class SubmitResult:
 
 
 def submit(c: Collaborators, req: SubmitRequest) -> SubmitResult:
+    with telemetry.span("submit", namespace=req.namespace, external_id=req.external_id):
+        return _measured(lambda: _submit(c, req))
+
+
+def _measured(work: Callable[[], SubmitResult]) -> SubmitResult:
+    """Telemetry: how long a submit took and how it ended (created, existing, rejected, failed)."""
+    started = time.perf_counter()
+    outcome = "failed"
+    try:
+        result = work()
+        outcome = "created" if result.created else "existing"
+        return result
+    except AppError as err:
+        outcome = "rejected" if err.status < 500 else "failed"
+        raise
+    finally:
+        telemetry.submit_finished(time.perf_counter() - started, outcome)
+
+
+def _submit(c: Collaborators, req: SubmitRequest) -> SubmitResult:
     if req.idempotency_key:
         existing = c.store.get_run_by_idempotency_key(req.namespace, req.idempotency_key)
         if existing is not None:
@@ -103,6 +126,14 @@ def rerun(c: Collaborators, run_id: str, namespace: str | None = None, *,
     ``idempotency_key`` is scoped to the rerun of this run (``rerun:<runId>:<key>``): the same
     key again returns the same rerun, and never collides with a submit's key.
     """
+    with telemetry.span("submit", namespace=namespace, rerun_of=run_id):
+        return _measured(lambda: _rerun(c, run_id, namespace, secret_parameters=secret_parameters,
+                                        idempotency_key=idempotency_key))
+
+
+def _rerun(c: Collaborators, run_id: str, namespace: str | None = None, *,
+           secret_parameters: list[jobspec.Parameter] | None = None,
+           idempotency_key: str | None = None) -> SubmitResult:
     original = get_run(c, run_id, namespace)
     secrets = _rerun_secrets(original, secret_parameters or [])
     key = f"{RERUN_KEY_PREFIX}{original.run_id}:{idempotency_key}" if idempotency_key else None
@@ -164,6 +195,7 @@ def _start(c: Collaborators, run: Run, rendered, ignored_parameters: list[str]) 
                            f"{existing.external_id!r}", field="idempotencyKey",
                            details={"runId": existing.run_id}) from None
         return SubmitResult(existing, created=False, ignored_parameters=ignored_parameters)
+    telemetry.run_started(run.namespace, run.source)
     run = _create_job(c, run, rendered)
     return SubmitResult(run, created=True, ignored_parameters=ignored_parameters)
 

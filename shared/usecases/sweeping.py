@@ -16,15 +16,15 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
 
-from shared import diagnostics
+from shared import diagnostics, telemetry
 from shared.kube import jobspec
 from shared.kube.status import decode_job_status
 from shared.runs.errors import StaleRun
-from shared.runs.model import Phase, apply_state
+from shared.runs.model import TERMINAL_PHASES, Phase, apply_state
 from shared.usecases.collaborators import Collaborators
 from shared.usecases.diagnosing import Budget, diagnose
 from shared.usecases.publishing import outbox_rows, publish_pending
-from shared.usecases.recording import SAVE_ATTEMPTS
+from shared.usecases.recording import SAVE_ATTEMPTS, count_if_finished
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,20 @@ class SweepSummary:
         }
 
 
+# Phases a run can be in while active: each is reported after every sweep, zeros included, so a
+# phase that emptied (the last Stalled run started) shows as 0 rather than as its last count.
+ACTIVE_PHASES = tuple(p for p in Phase if p not in TERMINAL_PHASES)
+
+
 def sweep(c: Collaborators) -> SweepSummary:
+    with telemetry.span("sweep", namespaces=len(c.settings.allowed_namespaces)):
+        summary = _sweep(c)
+    telemetry.sweep_finished(duration_s=summary.duration_ms / 1000, kube_requests=summary.kube_requests,
+                             table_requests=summary.table_operations)
+    return summary
+
+
+def _sweep(c: Collaborators) -> SweepSummary:
     started = time.perf_counter()
     kube_before, table_before = c.kube_requests(), c.table_requests()
     summary = SweepSummary()
@@ -66,10 +79,18 @@ def sweep(c: Collaborators) -> SweepSummary:
     for namespace in c.settings.allowed_namespaces:
         active = c.store.list_active(namespace)
         summary.namespaces += 1
-        if not active:
-            continue
-        summary.runs_seen += len(active)
-        _sweep_namespace(c, namespace, active, summary, budget)
+        phases = {a.run_id: a.phase for a in active}
+        first = len(summary.transitions)
+        if active:
+            summary.runs_seen += len(active)
+            _sweep_namespace(c, namespace, active, summary, budget)
+        for change in summary.transitions[first:]:
+            phases[change["runId"]] = Phase(change["phase"])
+        by_phase = {str(p): 0 for p in ACTIVE_PHASES}
+        for phase in phases.values():
+            if phase not in TERMINAL_PHASES:
+                by_phase[str(phase)] += 1
+        telemetry.active_runs(namespace, by_phase)
     for namespace in c.settings.allowed_namespaces:
         summary.published += publish_pending(c, namespace)
     summary.diagnosed = budget.used
@@ -165,6 +186,7 @@ def _record(c: Collaborators, namespace: str, run_id: str, job: dict | None, pod
             saved = c.store.save(updated, outbox=outbox_rows(c, run, updated))
         except StaleRun:
             continue
+        count_if_finished(run, saved)
         summary.transitions.append({"runId": run_id, "from": str(run.status), "to": str(updated.status),
                                     "phase": str(updated.phase)})
         if diagnostics.needs_capture(saved):
