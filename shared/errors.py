@@ -53,6 +53,11 @@ class Conflict(AppError):
     status, code = 409, "conflict"
 
 
+class PermanentConflict(Conflict):
+    """A conflict no retry resolves: the key or name asked for belongs to something else for good
+    (the answer is the same 409; an Event Grid submit hitting one is dropped, not redelivered)."""
+
+
 class PayloadTooLarge(AppError):
     status, code = 413, "payload_too_large"
 

@@ -11,7 +11,7 @@ import logging
 
 from shared import composition, logs
 from shared.adapters.submits import event_id_and_data, submit_request_from_event
-from shared.errors import AppError, Conflict
+from shared.errors import AppError, Conflict, PermanentConflict
 from shared.kube.errors import KubeError, KubeNotFound
 from shared.settings import get_settings
 from shared.usecases import submitting
@@ -45,9 +45,10 @@ def handle_submit_event(event) -> None:
 
 
 def _is_invalid(exc: Exception) -> bool:
-    """True when redelivering the same event can never succeed: drop it. A 409 (the same key being
-    created right now by a parallel delivery) and every 5xx are worth a retry."""
-    if isinstance(exc, KubeNotFound):
+    """True when redelivering the same event can never succeed: drop it. A 409 for a key or name
+    that belongs to something else is one; a 409 for the same key being created right now by a
+    parallel delivery, and every 5xx, are worth a retry."""
+    if isinstance(exc, KubeNotFound | PermanentConflict):
         return True
     if isinstance(exc, KubeError):
         return False

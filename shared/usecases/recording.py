@@ -17,7 +17,12 @@ SAVE_ATTEMPTS = 5  # conflicting writes to one run before a use case gives up on
 
 
 def transition(c: Collaborators, run: Run, state: RunState) -> Run:
-    """``run`` moved to ``state`` and saved; the stored run unchanged when the move changes nothing."""
+    """``run`` moved to ``state`` and saved; the stored run unchanged when the move changes nothing.
+
+    When every attempt loses its race, the run is returned as last read and the unrecorded state
+    is logged with its reason and message - as an error for a failure, which must never go
+    unrecorded silently.
+    """
     for _ in range(SAVE_ATTEMPTS):
         updated = apply_state(run, state, c.clock())
         if updated is None:
@@ -32,6 +37,9 @@ def transition(c: Collaborators, run: Run, state: RunState) -> Run:
             continue
         count_if_finished(run, saved)
         return saved
+    level = logging.ERROR if state.status == Status.FAILED else logging.WARNING
+    log.log(level, "run %s: %s/%s (%s: %s) not recorded, %d writes in a row lost their race", run.run_id,
+            state.status, state.phase, state.reason, state.message, SAVE_ATTEMPTS)
     return run
 
 

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from shared import telemetry
-from shared.errors import AppError, Conflict, UpstreamError, ValidationFailed
+from shared.errors import AppError, Conflict, PermanentConflict, UpstreamError, ValidationFailed
 from shared.kube import jobspec
 from shared.kube.errors import KubeConflict, KubeError, KubeInvalid, KubeNotFound
 from shared.runs.errors import IdempotencyKeyTaken
@@ -95,8 +95,8 @@ def _submit(c: Collaborators, req: SubmitRequest) -> SubmitResult:
         if existing is not None:
             if existing.external_id != req.external_id:
                 # A reused key must not silently answer with another Job's run.
-                raise Conflict(f"idempotencyKey already belongs to run {existing.run_id} of "
-                               f"{existing.external_id!r}, not of {req.external_id!r}",
+                raise PermanentConflict(f"idempotencyKey already belongs to run {existing.run_id} of "
+                                        f"{existing.external_id!r}, not of {req.external_id!r}",
                                field="idempotencyKey", details={"runId": existing.run_id})
             return _resume_if_unconfirmed(c, existing, req)
 
@@ -191,9 +191,9 @@ def _start(c: Collaborators, run: Run, rendered, ignored_parameters: list[str]) 
             raise Conflict("A run with this idempotency key is being created; retry shortly",
                            field="idempotencyKey") from None
         if existing.external_id != run.external_id:
-            raise Conflict(f"idempotencyKey already belongs to run {existing.run_id} of "
-                           f"{existing.external_id!r}", field="idempotencyKey",
-                           details={"runId": existing.run_id}) from None
+            raise PermanentConflict(f"idempotencyKey already belongs to run {existing.run_id} of "
+                                    f"{existing.external_id!r}", field="idempotencyKey",
+                                    details={"runId": existing.run_id}) from None
         return SubmitResult(existing, created=False, ignored_parameters=ignored_parameters)
     telemetry.run_started(run.namespace, run.source)
     run = _create_job(c, run, rendered)
@@ -217,13 +217,20 @@ def _resume_if_unconfirmed(c: Collaborators, run: Run, req: SubmitRequest) -> Su
 
 def _create_job(c: Collaborators, run: Run, rendered) -> Run:
     """Create the Job for a written run row; the row ends Starting, Failed, or (outcome unknown)
-    Submitting for the sweep to settle."""
+    Submitting for the sweep to settle. A Job of the run's name is adopted only when it carries
+    this run's id label; anyone else's is left alone, the run Failed (NameConflict), and the caller
+    told (PermanentConflict)."""
     try:
         job = c.kube.create_job(run.namespace, rendered.job)
     except KubeConflict:
         job = _adoptable_job(c, run)
         if job is None:
-            return fail(c, run, "NameConflict", f"A Job named {run.run_id!r} exists and does not belong to this run")
+            fail(c, run, "NameConflict", f"A Job named {run.run_id!r} exists and does not belong to this run")
+            raise PermanentConflict(
+                f"A Job named {run.run_id!r} already exists in namespace {run.namespace!r} and is not this "
+                f"run's (it has no {jobspec.RUN_ID_LABEL}={run.run_id} label): it was left alone, and the run "
+                "is recorded as Failed (NameConflict)",
+                field="idempotencyKey" if run.idempotency_key else None, details={"runId": run.run_id}) from None
     except KubeInvalid as err:
         fail(c, run, "JobRejected", _invalid_message(err))
         raise ValidationFailed(f"Kubernetes rejected the Job: {_invalid_message(err)}",

@@ -32,6 +32,9 @@ MISSING_SWEEPS_BEFORE_LOST = 2
 SWEEP_WRITE_WORKERS = 8  # concurrent per-run writes in one sweep (Table requests are network-bound)
 POD_SELECTOR_MAX_RUNS = 50  # above this, list every run pod instead of naming runs in the selector
 
+# What one per-run write of a sweep came to.
+RECORDED, UNCHANGED, GAVE_UP = "recorded", "unchanged", "gave up"
+
 
 @dataclass
 class SweepSummary:
@@ -43,6 +46,7 @@ class SweepSummary:
     duration_ms: float = 0.0
     published: int = 0
     diagnosed: int = 0
+    writes_given_up: int = 0  # runs whose write lost its race SAVE_ATTEMPTS times: the next sweep retries
     transitions: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -54,6 +58,7 @@ class SweepSummary:
             "tableOperations": self.table_operations,
             "eventsPublished": self.published,
             "diagnosed": self.diagnosed,
+            "writesGivenUp": self.writes_given_up,
             "durationMs": round(self.duration_ms, 1),
         }
 
@@ -122,7 +127,9 @@ def _sweep_namespace(c: Collaborators, namespace: str, active: list, summary: Sw
                 state.status, state.phase, state.reason, state.message) and marker.missing_sweeps == 0:
             continue
         work.append(partial(_record, c, namespace, marker.run_id, job, pods, now, summary, budget))
-    summary.changed += sum(1 for recorded in _run_concurrently(work) if recorded is True)
+    outcomes = _run_concurrently(work)
+    summary.changed += outcomes.count(RECORDED)
+    summary.writes_given_up += outcomes.count(GAVE_UP)
 
 
 def _pods_by_run(c: Collaborators, namespace: str, need_pods: list) -> dict[str, list[dict]]:
@@ -155,25 +162,29 @@ def _needs_pods(c: Collaborators, marker, job: dict | None, now: datetime) -> bo
     return _age(marker.created_at, now) >= min(c.settings.stall_after_seconds, 30)
 
 
-def _note_missing(c: Collaborators, namespace: str, run_id: str) -> None:
+def _note_missing(c: Collaborators, namespace: str, run_id: str) -> str:
+    """Count one more sweep that did not find the run's Job."""
     for _ in range(SAVE_ATTEMPTS):
         run = c.store.get_run(namespace, run_id)
         if run is None or run.terminal:
-            return
+            return UNCHANGED
         try:
             c.store.save(replace(run, missing_sweeps=run.missing_sweeps + 1))
-            return
+            return UNCHANGED  # not a transition
         except StaleRun:
             continue
+    log.warning("run %s: gave up noting its missing Job after %d conflicting writes; the next sweep retries",
+                run_id, SAVE_ATTEMPTS)
+    return GAVE_UP
 
 
 def _record(c: Collaborators, namespace: str, run_id: str, job: dict | None, pods: list[dict], now: datetime,
-            summary: SweepSummary, budget: Budget) -> bool:
+            summary: SweepSummary, budget: Budget) -> str:
     """Apply the decoded state to the stored run, re-reading and re-deciding on a lost race."""
     for _ in range(SAVE_ATTEMPTS):
         run = c.store.get_run(namespace, run_id)
         if run is None:
-            return False
+            return UNCHANGED
         state = decode_job_status(job, pods, now=now, stall_after_seconds=c.settings.stall_after_seconds,
                                   cancel_requested=run.cancel_requested_at is not None)
         updated = apply_state(run, state, now)
@@ -181,7 +192,7 @@ def _record(c: Collaborators, namespace: str, run_id: str, job: dict | None, pod
             if run.missing_sweeps and job is not None and not run.terminal:
                 updated = replace(run, missing_sweeps=0)
             else:
-                return False
+                return UNCHANGED
         try:
             saved = c.store.save(updated, outbox=outbox_rows(c, run, updated))
         except StaleRun:
@@ -191,9 +202,9 @@ def _record(c: Collaborators, namespace: str, run_id: str, job: dict | None, pod
                                     "phase": str(updated.phase)})
         if diagnostics.needs_capture(saved):
             diagnose(c, saved, now, budget)
-        return True
+        return RECORDED
     log.warning("run %s: gave up after %d conflicting writes; the next sweep retries", run_id, SAVE_ATTEMPTS)
-    return False
+    return GAVE_UP
 
 
 def _run_concurrently(work: list) -> list:
