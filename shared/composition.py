@@ -12,15 +12,16 @@ from collections.abc import Callable
 from datetime import datetime
 from functools import lru_cache, partial
 
-from shared.kube.client import KubeClient
-from shared.kube.credentials import connector_for, forget_connectors
-from shared.publisher import publisher_for
 from shared.settings import Settings, get_settings
 from shared.usecases.collaborators import Collaborators, utcnow
 
 
 def kube_client(settings: Settings):
     """The Kubernetes facade for the configured cluster (its connector is shared per process)."""
+    # lazy, like every outbound client below: they load at first use, which keeps cold start low
+    from shared.kube.client import KubeClient
+    from shared.kube.credentials import connector_for
+
     return KubeClient(connector_for(settings), timeout=settings.kube_request_timeout_seconds)
 
 
@@ -28,7 +29,14 @@ def build(settings: Settings, store, *, kube_factory: Callable[[], object] | Non
           clock: Callable[[], datetime] = utcnow) -> Collaborators:
     return Collaborators(settings=settings, store=store,
                          kube_factory=kube_factory or partial(kube_client, settings),
-                         publisher_factory=partial(publisher_for, settings), clock=clock)
+                         publisher_factory=partial(event_publisher, settings), clock=clock)
+
+
+def event_publisher(settings: Settings):
+    """The Event Grid publisher, or None without a topic."""
+    from shared.publisher import publisher_for  # lazy: keeps cold start low
+
+    return publisher_for(settings)
 
 
 @lru_cache(maxsize=1)
@@ -47,4 +55,6 @@ def reset() -> None:
     """Forget cached settings and clients (tests, and the dev host after changing settings)."""
     collaborators.cache_clear()
     get_settings.cache_clear()
+    from shared.kube.credentials import forget_connectors  # lazy: keeps cold start low
+
     forget_connectors()

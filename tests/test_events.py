@@ -31,7 +31,7 @@ from shared.publisher import EventPublisher, PublishFailed, publisher_for
 from shared.runs.events import EVENT_TYPE_PREFIX, RUN_STATUS_CHANGED, transition_event
 from shared.runs.model import Phase, Run, RunState, Status, apply_state
 from shared.settings import Settings
-from shared.usecases.submitting import SubmitRequest
+from shared.usecases.requests import SubmitRequest
 from tests.fixtures.app import source_job
 from tests.fixtures.arm import FakeEntraCredential
 

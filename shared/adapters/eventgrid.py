@@ -14,7 +14,6 @@ from shared.adapters.submits import event_id_and_data, submit_request_from_event
 from shared.errors import AppError, Conflict, PermanentConflict
 from shared.kube.errors import KubeError, KubeNotFound
 from shared.settings import get_settings
-from shared.usecases import submitting
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +26,8 @@ def handle_submit_event(event) -> None:
     (cluster or table unavailable, settings broken, a parallel delivery holding the key) so the
     Functions host answers 5xx and Event Grid redelivers.
     """
+    from shared.usecases import submitting  # lazy: the use cases load at the first event (cold start)
+
     shown_id = _safe_event_id(event)
     with logs.correlation(logs.new_correlation_id(shown_id)):
         try:

@@ -7,6 +7,9 @@ status; ``KubeError``s from the cluster become 4xx/5xx with a trimmed message; a
 Every answer carries ``x-correlation-id``. Asynchronous answers (``202``) carry ``Location`` and
 ``Retry-After`` pointing at the *poll* route, because Polysync, Logic Apps and Durable-aware
 callers all treat a ``200`` from that URL as "finished".
+
+Each route imports its use case module when it runs: the use cases, and the clients they load,
+stay out of the Functions host's start-up, which keeps cold start low.
 """
 
 from __future__ import annotations
@@ -21,9 +24,17 @@ import azure.functions as func
 
 from shared import composition, logs
 from shared.adapters import submits
-from shared.adapters.documents import run_document
-from shared.adapters.http_requests import external_id_of, json_body, namespace_of, run_id_of
-from shared.errors import AppError, BadRequest, NotFound, ServiceUnavailable, UpstreamError
+from shared.adapters.submits import EXTERNAL_ID, EXTERNAL_ID_RULE, RUN_ID, is_text, shown_path
+from shared.errors import (
+    AppError,
+    BadRequest,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    UnsupportedMediaType,
+    UpstreamError,
+)
 from shared.kube.errors import (
     KubeError,
     KubeForbidden,
@@ -32,13 +43,17 @@ from shared.kube.errors import (
     KubeUnauthorized,
     KubeUnavailable,
 )
-from shared.runs.model import Run, Status
-from shared.settings import get_settings
-from shared.usecases import cancelling, discovering, reading, submitting
+from shared.runs.model import Run, Status, parameter_changes
+from shared.settings import Settings, get_settings
+from shared.text import json_type
 
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = 10
+MAX_BODY_BYTES = 256 * 1024
+# Deeper than this, no submit body is legitimate, and the parsers and encoders after json.loads
+# recurse: a body of 100,000 nested brackets must be a 400, not a RecursionError (500).
+MAX_JSON_DEPTH = 64
 FAILED_RUN_HTTP_STATUS = 409  # poll answer for Failed / Cancelled: a 4xx that Logic Apps does not retry
 
 RUNTIME_STATUS = {
@@ -126,10 +141,120 @@ def _optional_namespace(req: func.HttpRequest, c) -> str | None:
     return namespace_of(req, c.settings) if req.params.get("namespace") else None
 
 
+# ----------------------------------------------------------------- requests
+
+
+def json_body(req: func.HttpRequest) -> dict | None:
+    """The request's JSON object, None for an empty body; 413/415/400 otherwise."""
+    raw = req.get_body() or b""
+    if len(raw) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"The body is {len(raw)} bytes; at most {MAX_BODY_BYTES} are accepted")
+    if not raw.strip():
+        return None
+    ctype = (req.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if ctype and ctype != "application/json" and not ctype.endswith("+json"):
+        raise UnsupportedMediaType(f"Content-Type must be application/json (got {ctype!r})",
+                                   field="Content-Type")
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except RecursionError:
+        raise BadRequest(f"The body is nested more than {MAX_JSON_DEPTH} levels deep", field="body") from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadRequest(f"The body is not valid JSON: {str(exc)[:120]}", field="body") from None
+    if not isinstance(doc, dict):
+        raise BadRequest(f"The body must be a JSON object, not {json_type(doc)}", field="body")
+    check_json_text(doc)
+    return doc
+
+
+def check_json_text(doc: dict) -> None:
+    """400 for what json.loads accepts but nothing after it handles: nesting beyond
+    ``MAX_JSON_DEPTH``, and lone UTF-16 surrogates (``"\\ud800"``), which are not Unicode text and
+    break hashing, Table Storage and the cluster's JSON. Iterative: the walk itself must not recurse."""
+    pending: list[tuple[object, str, int]] = [(doc, "body", 1)]
+    while pending:
+        value, where, depth = pending.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise BadRequest(f"The body is nested more than {MAX_JSON_DEPTH} levels deep", field="body")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                path = shown_path(key) if where == "body" else f"{where}.{shown_path(key)}"
+                if not is_text(key):
+                    raise BadRequest(f"A key in {where} is not Unicode text (it holds a lone UTF-16 "
+                                     "surrogate)", field=where)
+                pending.append((item, path, depth + 1))
+        elif isinstance(value, list):
+            pending.extend((item, f"{where}[{i}]", depth + 1) for i, item in enumerate(value))
+        elif isinstance(value, str) and not is_text(value):
+            raise BadRequest(f"The value at {where} is not Unicode text (it holds a lone UTF-16 surrogate)",
+                             field=where)
+
+
+def namespace_of(req: func.HttpRequest, settings: Settings) -> str:
+    ns = req.params.get("namespace") or settings.namespace
+    if ns not in settings.allowed_namespaces:
+        raise Forbidden(f"Namespace {ns[:80]!r} is not in ALLOWED_NAMESPACES", field="namespace")
+    return ns
+
+
+def external_id_of(req: func.HttpRequest) -> str:
+    value = req.route_params.get("externalId") or ""
+    if not EXTERNAL_ID.match(value):
+        raise BadRequest(f"externalId {EXTERNAL_ID_RULE}", field="externalId")
+    return value
+
+
+def run_id_of(req: func.HttpRequest) -> str:
+    value = req.route_params.get("runId") or ""
+    if not RUN_ID.match(value):
+        raise BadRequest("runId must be a run's Job name: lowercase letters, digits and '-', at most 63 "
+                         "characters", field="runId")
+    return value
+
+
+# ------------------------------------------------------------------ documents
+
+
+def run_document(run: Run, settings: Settings) -> dict:
+    return {
+        "runId": run.run_id,
+        "jobName": run.run_id,
+        "namespace": run.namespace,
+        "externalId": run.external_id,
+        "status": str(run.status),
+        "phase": str(run.phase),
+        "reason": run.reason,
+        "message": run.message,
+        "terminal": run.terminal,
+        "createdAt": _iso(run.created_at),
+        "updatedAt": _iso(run.updated_at),
+        "startedAt": _iso(run.started_at),
+        "finishedAt": _iso(run.finished_at),
+        "cancelRequestedAt": _iso(run.cancel_requested_at),
+        "parameters": run.parameters,
+        "attributes": run.attributes,
+        "source": run.source,
+        "sourceResourceVersion": run.source_resource_version,
+        "specHash": run.spec_hash,
+        "idempotencyKey": run.idempotency_key,
+        "monitorUrl": settings.monitor_url,
+        "history": run.history,
+        "parameterChanges": parameter_changes(run),
+        "rerunOf": run.rerun_of,
+        "diagnostics": run.diagnostics,
+    }
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
 # ----------------------------------------------------------------- routes
 
 
 def list_jobs(req: func.HttpRequest) -> func.HttpResponse:
+    from shared.usecases import discovering  # lazy: cold start
+
     c = composition.collaborators()
     ns = namespace_of(req, c.settings)
     jobs = discovering.discover(c, ns)
@@ -137,12 +262,16 @@ def list_jobs(req: func.HttpRequest) -> func.HttpResponse:
 
 
 def get_job(req: func.HttpRequest) -> func.HttpResponse:
+    from shared.usecases import discovering  # lazy: cold start
+
     c = composition.collaborators()
     ns = namespace_of(req, c.settings)
     return answer(discovering.describe(c, ns, external_id_of(req)))
 
 
 def submit_run(req: func.HttpRequest) -> func.HttpResponse:
+    from shared.usecases import submitting  # lazy: cold start
+
     external_id = external_id_of(req)
     c = composition.collaborators()
     ns = namespace_of(req, c.settings)
@@ -163,6 +292,8 @@ def rerun_run(req: func.HttpRequest) -> func.HttpResponse:
     parameters (they are not kept, so a rerun of a run that had any is 422 without them, naming
     them) and ``"idempotencyKey"`` (or the ``Idempotency-Key`` header) for the rerun itself.
     """
+    from shared.usecases import submitting  # lazy: cold start
+
     run_id = run_id_of(req)
     c = composition.collaborators()
     ns = _optional_namespace(req, c)
@@ -174,6 +305,8 @@ def rerun_run(req: func.HttpRequest) -> func.HttpResponse:
 
 
 def get_run(req: func.HttpRequest) -> func.HttpResponse:
+    from shared.usecases import reading  # lazy: cold start
+
     run_id = run_id_of(req)
     c = composition.collaborators()
     return answer(run_document(reading.get_run(c, run_id, _optional_namespace(req, c)), c.settings))
@@ -181,6 +314,8 @@ def get_run(req: func.HttpRequest) -> func.HttpResponse:
 
 def poll_run(req: func.HttpRequest) -> func.HttpResponse:
     """The asynchronous pattern: 202 while running, 200 on Success, 409 on Failed or Cancelled."""
+    from shared.usecases import reading  # lazy: cold start
+
     run_id = run_id_of(req)
     c = composition.collaborators()
     run = reading.get_run(c, run_id, _optional_namespace(req, c))
@@ -194,6 +329,8 @@ def poll_run(req: func.HttpRequest) -> func.HttpResponse:
 
 
 def cancel_run(req: func.HttpRequest) -> func.HttpResponse:
+    from shared.usecases import cancelling  # lazy: cold start
+
     run_id = run_id_of(req)
     c = composition.collaborators()
     run, changed = cancelling.cancel(c, run_id, _optional_namespace(req, c))
@@ -206,6 +343,8 @@ def cancel_run(req: func.HttpRequest) -> func.HttpResponse:
 
 
 def list_runs(req: func.HttpRequest) -> func.HttpResponse:
+    from shared.usecases import reading  # lazy: cold start
+
     c = composition.collaborators()
     ns = namespace_of(req, c.settings)
     status = req.params.get("status")

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from shared.errors import AppError, Forbidden, NotFound, ValidationFailed
 from shared.kube import jobspec
 from shared.settings import Settings
-from shared.usecases.submitting import SubmitRequest
+from shared.usecases.requests import SubmitRequest
 
 MAX_IDEMPOTENCY_KEY_CHARS = 256
 SUBMIT_KEYS = ("parameters", "attributes", "idempotencyKey")

@@ -45,21 +45,12 @@ from shared.usecases.collaborators import Collaborators
 from shared.usecases.publishing import outbox_rows
 from shared.usecases.reading import get_run
 from shared.usecases.recording import fail, transition
+from shared.usecases.requests import SubmitRequest
 from shared.usecases.templates import annotate, index_reserve, recorded_parameter_changes, template_for
 
 log = logging.getLogger(__name__)
 
 RERUN_KEY_PREFIX = "rerun:"
-
-
-@dataclass
-class SubmitRequest:
-    external_id: str
-    namespace: str
-    parameters: list[jobspec.Parameter] = field(default_factory=list)
-    ignored_parameters: list[str] = field(default_factory=list)
-    attributes: dict = field(default_factory=dict)
-    idempotency_key: str | None = None
 
 
 @dataclass
