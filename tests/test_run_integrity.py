@@ -170,8 +170,8 @@ def test_a_job_the_api_refuses_ends_the_run_failed_job_rejected_with_the_field_m
     assert error["field"] == "spec.template.spec.restartPolicy"
     doc = app.run(error["runId"])
     assert (doc["status"], doc["phase"], doc["reason"]) == ("Failed", "Failed", "JobRejected")
-    assert doc["message"].startswith("spec.template.spec.restartPolicy: ")
-    assert "Always" in doc["message"]
+    assert doc["message"].startswith("spec.template.spec.restartPolicy: ")  # the API's field message
+    assert error["message"] == f"Kubernetes rejected the Job: {doc['message']}"
     assert app.sim.get("jobs", "default", error["runId"]) is None
 
 
