@@ -48,7 +48,7 @@ SERVICE_NAME = "aks-jobs-for-polysync"
 EXPORT_INTERVAL_MS = 30_000  # a sweep runs every 30 s by default: one export per sweep or so
 
 _lock = threading.Lock()
-_state: dict[str, Any] = {"configured": False, "instruments": None, "tracer": None, "providers": ()}
+_state: dict[str, Any] = {"configured": False, "instruments": None, "tracer": None}
 
 
 class _Instruments:
@@ -82,22 +82,12 @@ def use_providers(meter_provider, tracer_provider=None) -> None:
 def reset() -> None:
     """Forget the providers: the next recording decides again from the environment."""
     with _lock:
-        _state.update(configured=False, instruments=None, tracer=None, providers=())
+        _state.update(configured=False, instruments=None, tracer=None)
 
 
-def shutdown() -> None:
-    """Flush and stop what ``configure_from_environment`` started (process exit)."""
-    for provider in _state["providers"]:
-        try:
-            provider.shutdown()
-        except Exception:  # noqa: BLE001 - never fail the caller over telemetry
-            log.debug("telemetry provider shutdown failed", exc_info=True)
-
-
-def _install(meter_provider, tracer_provider, owned: tuple = ()) -> None:
+def _install(meter_provider, tracer_provider) -> None:
     _state.update(configured=True, instruments=_Instruments(meter_provider.get_meter(NAME)),
-                  tracer=tracer_provider.get_tracer(NAME) if tracer_provider is not None else None,
-                  providers=owned)
+                  tracer=tracer_provider.get_tracer(NAME) if tracer_provider is not None else None)
 
 
 def _instruments() -> _Instruments | None:
@@ -133,7 +123,8 @@ def _configure_from_environment(environ: Mapping[str, str]) -> None:
         AzureMonitorMetricExporter(**options), export_interval_millis=EXPORT_INTERVAL_MS)])
     tracer_provider = TracerProvider(resource=resource)
     tracer_provider.add_span_processor(BatchSpanProcessor(AzureMonitorTraceExporter(**options)))
-    _install(meter_provider, tracer_provider, owned=(meter_provider, tracer_provider))
+    # Both providers flush and stop at interpreter exit (the SDK registers that itself).
+    _install(meter_provider, tracer_provider)
 
 
 def entra_credential(authentication_string: str):

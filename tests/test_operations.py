@@ -9,6 +9,7 @@ store's Table request counter, the ARM stub's request count. Metrics are read fr
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
@@ -196,3 +197,18 @@ def test_each_submit_records_its_latency_by_outcome_through_http_and_event_grid(
     counts = {attrs["outcome"]: count for attrs, (count, _) in got["aksjobs.submit.duration"]}
     assert counts == {"created": 2, "existing": 1, "rejected": 1}
     assert got["aksjobs.runs.started"] == [({"namespace": "default", "source": "job"}, 2)]
+
+
+def test_log_lines_of_the_sweeps_parallel_writes_keep_the_sweeps_correlation_id(app, caplog):
+    caplog.set_level(logging.DEBUG)
+    for name in ("first", "second", "third"):
+        app.sim.put("jobs", "default", source_job(name, scenario="succeed:after=5"))
+        assert app.submit(name).status == 202
+    app.sim.advance(30)
+    caplog.clear()
+    app.sweep()  # three runs change at once: their writes run on the sweep's worker threads
+    sweep_ids = {r.correlation_id for r in caplog.records if r.getMessage().startswith("[cid=") and "sweep:" in r.getMessage()}
+    from_workers = [r for r in caplog.records if r.threadName.startswith("sweep-write")]
+    assert len(sweep_ids) == 1 and None not in sweep_ids
+    assert from_workers, "no line was logged on a worker thread: the check would prove nothing"
+    assert {r.correlation_id for r in from_workers} == sweep_ids

@@ -9,6 +9,7 @@ missing is Lost only after ``MISSING_SWEEPS_BEFORE_LOST`` sweeps in a row did no
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -215,7 +216,8 @@ def _run_concurrently(work: list) -> list:
         return [task() for task in work]
     with ThreadPoolExecutor(max_workers=min(SWEEP_WRITE_WORKERS, len(work)),
                             thread_name_prefix="sweep-write") as pool:
-        futures = [pool.submit(task) for task in work]
+        # Each task in a copy of this context: its log lines keep the sweep's correlation id.
+        futures = [pool.submit(contextvars.copy_context().run, task) for task in work]
         return [f.result() for f in futures]
 
 
