@@ -76,6 +76,10 @@ param stallAfterSeconds int = 300
 @description('ttlSecondsAfterFinished for created Jobs whose source Job sets none: whole seconds, or none to keep finished Jobs.')
 param jobTtlSecondsAfterFinished string = '86400'
 
+@description('Least ttlSecondsAfterFinished a run Job gets, even when its source asks for less (0 included): several sweep periods, so the outcome is read before Kubernetes deletes the Job.')
+@minValue(0)
+param jobTtlFloorSeconds int = 300
+
 @description('Seconds a fetched kubeconfig is reused before it is fetched again.')
 @minValue(1)
 param credentialTtlSeconds int = 3600
@@ -231,6 +235,7 @@ var appSettings = {
   SWEEP_SCHEDULE: sweepSchedule
   STALL_AFTER_SECONDS: string(stallAfterSeconds)
   JOB_TTL_SECONDS_AFTER_FINISHED: jobTtlSecondsAfterFinished
+  JOB_TTL_FLOOR_SECONDS: string(jobTtlFloorSeconds)
   CREDENTIAL_TTL_SECONDS: string(credentialTtlSeconds)
   KUBE_REQUEST_TIMEOUT_SECONDS: string(kubeRequestTimeoutSeconds)
   SECRET_PARAMETER_PATTERNS: secretParameterPatterns

@@ -42,6 +42,9 @@ param stallAfterSeconds = int(readEnvironmentVariable('STALL_AFTER_SECONDS', '30
 // ttlSecondsAfterFinished for created Jobs whose source sets none; 'none' keeps finished Jobs.
 param jobTtlSecondsAfterFinished = readEnvironmentVariable('JOB_TTL_SECONDS_AFTER_FINISHED', '86400')
 
+// Least ttlSecondsAfterFinished a run Job gets, even when its source asks for less.
+param jobTtlFloorSeconds = int(readEnvironmentVariable('JOB_TTL_FLOOR_SECONDS', '300'))
+
 // Seconds a fetched kubeconfig is reused.
 param credentialTtlSeconds = int(readEnvironmentVariable('CREDENTIAL_TTL_SECONDS', '3600'))
 

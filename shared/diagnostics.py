@@ -280,22 +280,31 @@ def warning_events(events: Iterable[dict], *, secret_names: Iterable[str] = (),
     warnings = [e for e in events if isinstance(e, dict) and e.get("type") == "Warning"]
 
     def last_seen(event: dict) -> datetime:
-        return (parse_time(event.get("lastTimestamp")) or parse_time(event.get("eventTime"))
+        return (parse_time(_series(event).get("lastObservedTime")) or parse_time(event.get("lastTimestamp"))
+                or parse_time(event.get("eventTime"))
                 or parse_time((event.get("metadata") or {}).get("creationTimestamp")) or _EPOCH)
 
     newest = sorted(warnings, key=last_seen)[-limit:] if limit > 0 else []
     out = []
     for event in newest:
         involved = event.get("involvedObject") or {}
+        # Events written through events.k8s.io/v1 (the scheduler's) read back through core v1 with
+        # eventTime and series {count, lastObservedTime}, a null lastTimestamp and no count.
+        series = _series(event)
         item = {"reason": event.get("reason"), "message": _cut(event.get("message"), MAX_EVENT_MESSAGE_CHARS, names),
-                "count": event.get("count") or 1,
-                "lastSeen": event.get("lastTimestamp") or event.get("eventTime"),
+                "count": series.get("count") or event.get("count") or 1,
+                "lastSeen": series.get("lastObservedTime") or event.get("lastTimestamp") or event.get("eventTime"),
                 "object": f"{involved.get('kind', '?')}/{involved.get('name', '?')}"}
         field_path = involved.get("fieldPath")
         if isinstance(field_path, str) and field_path.startswith("spec.containers{"):
             item["container"] = field_path[len("spec.containers{"):].rstrip("}")
         out.append(item)
     return out
+
+
+def _series(event: dict) -> dict:
+    series = event.get("series")
+    return series if isinstance(series, dict) else {}
 
 
 # ------------------------------------------------------------------------- pure: the capture

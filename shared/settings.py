@@ -75,6 +75,9 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("STALL_AFTER_SECONDS", "Seconds a pod may wait (image pull, scheduling) before Stalled.", default="300"),
     SettingSpec("JOB_TTL_SECONDS_AFTER_FINISHED",
                 "ttlSecondsAfterFinished for created Jobs when the source sets none.", default="86400"),
+    SettingSpec("JOB_TTL_FLOOR_SECONDS",
+                "Least ttlSecondsAfterFinished a run Job gets, even when its source asks for less (0 included), "
+                "so a finished Job outlives several sweeps.", default="300"),
     SettingSpec("CREDENTIAL_TTL_SECONDS", "How long a fetched kubeconfig is reused.", default="3600"),
     SettingSpec("KUBE_REQUEST_TIMEOUT_SECONDS", "Timeout of one Kubernetes API request.", default="30"),
     SettingSpec("AUTH_MODE", "key (function keys, checked by the Functions host) | entra (Entra ID bearer "
@@ -114,6 +117,7 @@ class Settings:
     eventgrid_topic_key: str | None = field(default=None, repr=False)
     stall_after_seconds: int = 300
     job_ttl_seconds_after_finished: int | None = 86400
+    job_ttl_floor_seconds: int = 300
     credential_ttl_seconds: int = 3600
     kube_request_timeout_seconds: float = 30.0
     auth_mode: str = "key"
@@ -220,6 +224,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     stall = _int(problems, "STALL_AFTER_SECONDS", get("STALL_AFTER_SECONDS") or "300")
     ttl_raw = get("JOB_TTL_SECONDS_AFTER_FINISHED")
     ttl = None if ttl_raw in (None, "", "none") else _int(problems, "JOB_TTL_SECONDS_AFTER_FINISHED", ttl_raw)
+    ttl_floor = _int(problems, "JOB_TTL_FLOOR_SECONDS", get("JOB_TTL_FLOOR_SECONDS") or "300")
     cred_ttl = _int(problems, "CREDENTIAL_TTL_SECONDS", get("CREDENTIAL_TTL_SECONDS") or "3600", minimum=1)
     timeout_raw = get("KUBE_REQUEST_TIMEOUT_SECONDS") or "30"
     try:
@@ -281,6 +286,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         eventgrid_topic_key=get("EVENTGRID_TOPIC_KEY"),
         stall_after_seconds=stall,
         job_ttl_seconds_after_finished=ttl,
+        job_ttl_floor_seconds=ttl_floor,
         credential_ttl_seconds=cred_ttl,
         kube_request_timeout_seconds=timeout,
         auth_mode=auth_mode,

@@ -257,3 +257,17 @@ def test_warning_events_are_the_newest_few_oldest_first():
     kept = diagnostics.warning_events(events)
     assert [e["reason"] for e in kept] == [f"R{i}" for i in range(5, 15)]
     assert json.dumps(kept)  # plain JSON
+
+
+def test_events_api_events_are_counted_from_their_series():
+    # Written through events.k8s.io/v1 (the scheduler), read through core v1: no count, no
+    # lastTimestamp; series.count and series.lastObservedTime say how often and when last.
+    scheduler = {"type": "Warning", "reason": "FailedScheduling", "message": "0/3 nodes are available",
+                 "eventTime": "2026-01-01T00:00:00.000000Z", "lastTimestamp": None, "firstTimestamp": None,
+                 "series": {"count": 7, "lastObservedTime": "2026-01-01T00:30:00.000000Z"},
+                 "involvedObject": {"kind": "Pod", "name": "p"}}
+    kubelet = {"type": "Warning", "reason": "BackOff", "message": "Back-off", "count": 3,
+               "lastTimestamp": "2026-01-01T00:10:00Z", "involvedObject": {"kind": "Pod", "name": "p"}}
+    kept = diagnostics.warning_events([scheduler, kubelet])
+    assert [(e["reason"], e["count"], e["lastSeen"]) for e in kept] == [
+        ("BackOff", 3, "2026-01-01T00:10:00Z"), ("FailedScheduling", 7, "2026-01-01T00:30:00.000000Z")]

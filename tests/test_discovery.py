@@ -99,3 +99,20 @@ def test_a_run_job_is_not_a_source_job(kubesim, kube):
         discovery.read_source_job(kube, "default", run_id)
     assert getattr(caught.value, "status", None) == 404
     assert "run Job" in str(caught.value)
+
+
+def test_advice_names_a_foreign_managed_by_a_short_ttl_and_env_names_the_cluster_refuses(kubesim, kube):
+    foreign = source_job("foreign", {"DAY": "x"}, managedBy="example.com/batch-operator", ttlSecondsAfterFinished=0)
+    foreign["spec"]["template"]["spec"]["containers"][0]["env"].append({"name": "MY VAR", "value": "1"})
+    kubesim.put("jobs", "default", foreign)
+    (strict,) = discovery.discover_source_jobs(kube, "default")
+    advice = {a["code"]: a["message"] for a in strict["advice"]}
+    assert "example.com/batch-operator" in advice["ManagedByAnotherController"]
+    assert "Runs drop it" in advice["ManagedByAnotherController"]
+    assert "JOB_TTL_FLOOR_SECONDS" in advice["ShortTtlAfterFinished"]
+    assert "'MY VAR'" in advice["EnvNamesNotAccepted"]
+    assert {p["name"]: p.get("validName", True) for p in strict["parameters"]} == {"DAY": True, "MY VAR": False}
+    # On a 1.32+ cluster the same name is valid, for discovery as for submit.
+    (relaxed,) = discovery.discover_source_jobs(kube, "default", relaxed_env_names=True)
+    assert "EnvNamesNotAccepted" not in {a["code"] for a in relaxed["advice"]}
+    assert all(p.get("validName", True) for p in relaxed["parameters"])

@@ -655,3 +655,91 @@ def test_a_cronjob_created_source_becomes_a_run_job_the_api_server_would_accept(
 def test_an_empty_key_is_no_key():
     assert run_job_name("nightly-etl", "") != run_job_name("nightly-etl", "")
     assert IDEMPOTENCY_KEY_ANNOTATION not in render(key="").job["metadata"]["annotations"]
+
+
+# ------------------------------------------- what real clusters do with managedBy, GitOps and TTLs
+
+
+def _source(**spec) -> dict:
+    job = cronjob_created_job()
+    job["spec"].update(spec)
+    return job
+
+
+MULTIKUEUE_VALUE = "kueue.x-k8s.io/multikueue"
+
+
+@pytest.mark.parametrize("managed_by", ["example.com/other-controller", MULTIKUEUE_VALUE])
+def test_a_foreign_managed_by_is_dropped_so_the_job_controller_runs_the_clone(managed_by):
+    # Since 1.32 the built-in job controller ignores a Job whose spec.managedBy names another one.
+    clone = clone_source_job(_source(managedBy=managed_by))
+    assert "managedBy" not in clone["spec"]
+    assert "suspend" not in clone["spec"]
+
+
+def test_multikueue_managed_by_is_kept_for_a_job_with_a_queue_label():
+    source = _source(managedBy=MULTIKUEUE_VALUE, suspend=True)
+    source["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] = "team-a"
+    clone = clone_source_job(source)
+    assert (clone["spec"]["managedBy"], clone["spec"]["suspend"]) == (MULTIKUEUE_VALUE, True)
+    assert clone_source_job(_source(managedBy="kubernetes.io/job-controller"))["spec"]["managedBy"] == \
+        "kubernetes.io/job-controller"
+
+
+def test_gitops_tracking_metadata_is_dropped_from_the_run_job_and_its_template_annotations():
+    source = cronjob_created_job()
+    source["metadata"]["labels"].update({
+        "app.kubernetes.io/instance": "billing", "kustomize.toolkit.fluxcd.io/name": "apps",
+        "kustomize.toolkit.fluxcd.io/namespace": "flux-system", "helm.toolkit.fluxcd.io/name": "billing",
+        "team": "data"})
+    source["metadata"]["annotations"] = {
+        "argocd.argoproj.io/tracking-id": "billing:batch/Job:data/nightly-etl", "argocd.argoproj.io/sync-wave": "2",
+        "meta.helm.sh/release-name": "billing", "meta.helm.sh/release-namespace": "data", "owner": "ops"}
+    source["spec"]["template"]["metadata"] = {
+        "labels": {"app.kubernetes.io/instance": "billing", "app": "etl"},
+        "annotations": {"argocd.argoproj.io/tracking-id": "billing:batch/Job:data/nightly-etl", "x": "y"}}
+    rendered = render_run_job(clone_source_job(source), run_id="nightly-etl-abcdefghij", namespace="data",
+                              external_id="nightly-etl", parameters=[], idempotency_key=None,
+                              ttl_seconds_after_finished=None).job
+    labels, annotations = rendered["metadata"]["labels"], rendered["metadata"]["annotations"]
+    assert labels["team"] == "data" and annotations["owner"] == "ops"
+    tracking = [k for k in [*labels, *annotations] if k == "app.kubernetes.io/instance" or k.startswith(
+        ("argocd.argoproj.io/", "kustomize.toolkit.fluxcd.io/", "helm.toolkit.fluxcd.io/", "meta.helm.sh/"))]
+    assert tracking == []
+    template_meta = rendered["spec"]["template"]["metadata"]
+    assert template_meta["annotations"] == {"x": "y"}
+    # Pod labels stay: Services and NetworkPolicies may select the pods by them.
+    assert template_meta["labels"]["app.kubernetes.io/instance"] == "billing"
+
+
+@pytest.mark.parametrize(("source_ttl", "default", "expected"), [
+    (0, 86400, 300), (10, 86400, 300), (3600, 86400, 3600), (None, 86400, 86400), (None, 60, 300), (None, None, None)])
+def test_ttl_after_finished_is_raised_to_the_floor_even_when_the_source_asks_for_less(source_ttl, default, expected):
+    source = _source(ttlSecondsAfterFinished=source_ttl)
+    rendered = render_run_job(clone_source_job(source), run_id="nightly-etl-abcdefghij", namespace="data",
+                              external_id="nightly-etl", parameters=[], idempotency_key=None,
+                              ttl_seconds_after_finished=default, ttl_floor_seconds=300)
+    assert rendered.job["spec"].get("ttlSecondsAfterFinished") == expected
+    again = render_run_job(rendered.job, run_id="nightly-etl-abcdefghij", namespace="data",
+                           external_id="nightly-etl", parameters=[], idempotency_key=None,
+                           ttl_seconds_after_finished=default, ttl_floor_seconds=300)
+    assert again.job == rendered.job
+
+
+@pytest.mark.parametrize(("version", "relaxed"), [
+    ("v1.31.2", False), ("1.32", True), ("v1.34.1", True), ("", False), (None, False), ("garbage", False)])
+def test_relaxed_env_names_from_kubernetes_1_32(version, relaxed):
+    assert jobspec.relaxed_env_names(version) is relaxed
+
+
+def test_env_names_follow_the_clusters_rule_in_submit_validation():
+    params, _ = normalize_parameters({"MY VAR:1": "x"}, relaxed_env_names=True)
+    assert [p.name for p in params] == ["MY VAR:1"]
+    with pytest.raises(ValidationFailed) as err:
+        normalize_parameters({"MY VAR:1": "x"})
+    assert err.value.field == "parameters.MY VAR:1"
+    with pytest.raises(ValidationFailed) as err:
+        normalize_parameters({"A=B": "x"}, relaxed_env_names=True)
+    assert "other than '='" in err.value.message
+    assert jobspec.env_name_problem("1ST") == "it starts with a digit"
+    assert jobspec.env_name_problem("OK_NAME", relaxed=True) is None

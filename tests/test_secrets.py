@@ -104,6 +104,7 @@ def test_the_secret_is_owned_by_the_job_and_goes_when_a_cancel_deletes_it(app):
 
 def test_the_secret_goes_when_the_ttl_deletes_the_finished_job(app, monkeypatch):
     monkeypatch.setenv("JOB_TTL_SECONDS_AFTER_FINISHED", "20")
+    monkeypatch.setenv("JOB_TTL_FLOOR_SECONDS", "0")
     composition.reset()
     app.service.clock = app.sim.now
     app.sim.put("jobs", "default", source_job("etl", {}, scenario="succeed:after=5"))

@@ -108,8 +108,42 @@ def test_active_pods_are_running():
     assert state.message == "2 pod(s) active"
 
 
-def test_start_time_alone_is_running():
-    assert triple(decode(job(startTime=ts(30)))) == (Status.RUNNING, Phase.RUNNING, "JobStarted")
+def test_start_time_alone_with_no_pod_is_never_running():
+    # The shape of refused pod creation: startTime, active 0, no pod, no condition.
+    state = decode(job(startTime=ts(30)))
+    assert triple(state) == (Status.STARTING, Phase.PENDING, "NoPods")
+    assert "FailedCreate" in state.message
+    assert triple(decode(job(startTime=ts(STALL + 1)))) == (Status.STARTING, Phase.STALLED, "NoPods")
+
+
+QUOTA = ('Error creating: pods "nightly-etl-abcdefghij-x7k2p" is forbidden: exceeded quota: compute-quota, '
+         'requested: limits.cpu=1, used: limits.cpu=8, limited: limits.cpu=8')
+
+
+def failed_create(message: str = QUOTA, seconds_ago: float = 5, name: str = "nightly-etl-abcdefghij") -> dict:
+    return {"type": "Warning", "reason": "FailedCreate", "message": message, "count": 3,
+            "involvedObject": {"kind": "Job", "name": name}, "lastTimestamp": ts(seconds_ago)}
+
+
+def test_refused_pods_are_pending_failed_create_with_the_api_servers_message_then_stalled():
+    events = [failed_create("Error creating: older", seconds_ago=20), failed_create()]
+    state = decode(job(startTime=ts(30)), events=events)
+    assert triple(state) == (Status.STARTING, Phase.PENDING, "FailedCreate")
+    assert state.message.endswith(QUOTA) and ts(30) in state.message
+    stalled = decode(job(startTime=ts(STALL + 1)), events=[failed_create("(combined from similar events): " + QUOTA)])
+    assert triple(stalled) == (Status.STARTING, Phase.STALLED, "FailedCreate") and stalled.message.endswith(QUOTA)
+
+
+def test_failed_create_of_another_job_or_a_normal_event_is_not_evidence():
+    events = [failed_create(name="other-job"), {**failed_create(), "type": "Normal"}]
+    assert decode(job(startTime=ts(30)), events=events).reason == "NoPods"
+
+
+def test_started_job_with_pods_or_counts_is_running_not_refused():
+    assert decode(job(startTime=ts(30)), [pod(phase="Running")]).status == Status.RUNNING
+    uncounted = job(startTime=ts(30), uncountedTerminatedPods={"succeeded": ["uid-1"]})
+    assert triple(decode(uncounted)) == (Status.RUNNING, Phase.RUNNING, "JobStarted")
+    assert triple(decode(job(startTime=ts(30), terminating=1))) == (Status.RUNNING, Phase.RUNNING, "JobStarted")
 
 
 def test_no_conditions_and_no_start_time_is_starting():
@@ -407,3 +441,49 @@ def test_counters_after_failed_are_ignored():
 def test_a_naive_now_is_taken_as_utc():
     p = [pod(created_ago=900, waiting=("ImagePullBackOff", "x"))]
     assert decode(job(active=1), p, now=NOW.replace(tzinfo=None)) == decode(job(active=1), p, now=NOW)
+
+
+# ------------------------------------------------------ admission holds, mounts, Indexed progress
+
+
+def test_job_suspended_at_creation_without_any_kueue_label_is_queued_not_cancelled():
+    # Kueue's manageJobsWithoutQueueName suspends every new Job: it never started.
+    state = decode(job(cond("Suspended", reason="JobSuspended", message="Job suspended"), spec={"suspend": True}))
+    assert triple(state) == (Status.STARTING, Phase.QUEUED, "JobSuspended")
+    assert "admission" in state.message
+    before_condition = decode(job(spec={"suspend": True}), held_at_create=True)
+    assert triple(before_condition) == (Status.STARTING, Phase.QUEUED, "JobSuspended")
+    preempted = decode(job(cond("Suspended", reason="JobSuspended"), startTime=ts(100)), held_at_create=True)
+    assert triple(preempted) == (Status.STARTING, Phase.QUEUED, "JobSuspended")
+
+
+def mount_event(pod_name: str = "nightly-etl-abcdefghij-x7k2p") -> dict:
+    return {"type": "Warning", "reason": "FailedMount", "count": 4, "lastTimestamp": ts(10),
+            "message": 'MountVolume.SetUp failed for volume "creds" : secret "db-creds" not found',
+            "involvedObject": {"kind": "Pod", "name": pod_name}}
+
+
+def test_pod_creating_with_failed_mount_events_is_pending_then_stalled_failed_mount():
+    creating = pod(waiting=("ContainerCreating", ""), created_ago=60)
+    state = decode(job(active=1, startTime=ts(60)), [creating], events=[mount_event()])
+    assert triple(state) == (Status.STARTING, Phase.PENDING, "FailedMount")
+    assert state.message.endswith('secret "db-creds" not found')
+    old = pod(waiting=("ContainerCreating", ""), created_ago=STALL + 5)
+    assert triple(decode(job(active=1, startTime=ts(STALL + 5)), [old], events=[mount_event()])) == (
+        Status.STARTING, Phase.STALLED, "FailedMount")
+    # Without the evidence a creating container is just a pod starting.
+    assert decode(job(active=1, startTime=ts(60)), [creating]).reason == "PodsActive"
+
+
+def test_indexed_job_reports_per_index_progress_and_a_true_retry_message():
+    indexed = {"completionMode": "Indexed", "completions": 5, "backoffLimitPerIndex": 1, "backoffLimit": 2147483647}
+    j = job(spec=indexed, active=2, failed=2, startTime=ts(60), completedIndexes="0,2", failedIndexes="4")
+    state = decode(j)
+    assert triple(state) == (Status.RUNNING, Phase.RUNNING, "PodRetrying")
+    assert "2147483647" not in state.message
+    assert "backoffLimitPerIndex 1" in state.message
+    assert "indexes completed 2 of 5 (0,2), failed 1 (4)" in state.message
+    from shared.kube.status import index_progress
+    assert index_progress(j) == {"completions": 5, "completedIndexes": "0,2", "completed": 2,
+                                 "failedIndexes": "4", "failed": 1}
+    assert index_progress(job(active=1)) is None

@@ -18,7 +18,14 @@ import re
 from shared.errors import NotFound
 from shared.kube.client import KubeClient
 from shared.kube.errors import KubeNotFound
-from shared.kube.jobspec import MANAGED_BY, MANAGED_BY_LABEL
+from shared.kube.jobspec import (
+    JOB_CONTROLLER,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    MULTIKUEUE,
+    env_name_problem,
+    kueue_queue_name,
+)
 
 DISCOVERY_PAGE_SIZE = 100
 SOURCE_SELECTOR = f"{MANAGED_BY_LABEL}!={MANAGED_BY}"
@@ -36,8 +43,9 @@ def is_run_job(job: dict) -> bool:
     return labels.get(MANAGED_BY_LABEL) == MANAGED_BY
 
 
-def discover_source_jobs(kube: KubeClient, namespace: str) -> list[dict]:
-    """Every source Job in the namespace, described, each exactly once, sorted by External Id."""
+def discover_source_jobs(kube: KubeClient, namespace: str, *, relaxed_env_names: bool = False) -> list[dict]:
+    """Every source Job in the namespace, described, each exactly once, sorted by External Id.
+    ``relaxed_env_names``: the cluster accepts 1.32+ env names (the rule submit applies too)."""
     jobs = kube.list_jobs(namespace, label_selector=SOURCE_SELECTOR, limit=DISCOVERY_PAGE_SIZE)
     seen: dict[str, dict] = {}
     for job in jobs:
@@ -45,7 +53,7 @@ def discover_source_jobs(kube: KubeClient, namespace: str) -> list[dict]:
             continue
         name = (job.get("metadata") or {}).get("name")
         if name and name not in seen:
-            seen[name] = describe_source_job(job)
+            seen[name] = describe_source_job(job, relaxed_env_names=relaxed_env_names)
     return [seen[name] for name in sorted(seen)]
 
 
@@ -67,8 +75,9 @@ def _first_container(job: dict) -> dict:
     return containers[0] if containers else {}
 
 
-def describe_source_job(job: dict) -> dict:
-    """A source Job as Polysync sees it: its parameters (container[0] env) and advice."""
+def describe_source_job(job: dict, *, relaxed_env_names: bool = False) -> dict:
+    """A source Job as Polysync sees it: its parameters (container[0] env) and advice. A parameter
+    whose name submit would refuse under the cluster's env-name rule says so (``validName: false``)."""
     meta = job.get("metadata") or {}
     spec = job.get("spec") or {}
     container = _first_container(job)
@@ -79,6 +88,8 @@ def describe_source_job(job: dict) -> dict:
             continue
         value_from = entry.get("valueFrom")
         param = {"name": name, "dataType": "String", "valueFrom": bool(value_from)}
+        if env_name_problem(str(name), relaxed=relaxed_env_names) is not None:
+            param["validName"] = False  # submit refuses it under the same rule
         if value_from:
             param["default"] = None
             param["valueSource"] = next(iter(value_from), None)  # secretKeyRef, configMapKeyRef, fieldRef...
@@ -96,15 +107,40 @@ def describe_source_job(job: dict) -> dict:
         "suspend": bool(spec.get("suspend")),
         "resourceVersion": meta.get("resourceVersion"),
         "createdAt": meta.get("creationTimestamp"),
-        "advice": advise(job),
+        "advice": advise(job, relaxed_env_names=relaxed_env_names),
     }
 
 
-def advise(job: dict) -> list[dict]:
+def advise(job: dict, *, relaxed_env_names: bool = False) -> list[dict]:
     """The job type's best practices this source Job misses, as ``{"code", "message"}`` items."""
     spec = job.get("spec") or {}
     containers = (((spec.get("template") or {}).get("spec") or {}).get("containers")) or []
     advice = []
+    managed_by = spec.get("managedBy")
+    if managed_by not in (None, JOB_CONTROLLER):
+        kept = managed_by == MULTIKUEUE and kueue_queue_name(job) is not None
+        advice.append({
+            "code": "ManagedByAnotherController",
+            "message": f"spec.managedBy is {managed_by!r}: Kubernetes' job controller ignores such a Job (1.32+). "
+                       + ("Runs keep it: Kueue's MultiKueue dispatches this queued Job." if kept else
+                          "Runs drop it, so the built-in job controller runs them."),
+        })
+    ttl = spec.get("ttlSecondsAfterFinished")
+    if isinstance(ttl, int) and ttl < 300:
+        advice.append({
+            "code": "ShortTtlAfterFinished",
+            "message": f"spec.ttlSecondsAfterFinished is {ttl}: Kubernetes would delete a finished run before "
+                       "its outcome is read, so runs get at least JOB_TTL_FLOOR_SECONDS.",
+        })
+    bad_names = [str(e.get("name")) for e in ((containers[0] if containers else {}).get("env") or [])
+                 if isinstance(e, dict) and e.get("name")
+                 and env_name_problem(str(e["name"]), relaxed=relaxed_env_names) is not None]
+    if bad_names:
+        advice.append({
+            "code": "EnvNamesNotAccepted",
+            "message": "Env var name(s) " + ", ".join(repr(n[:40]) for n in bad_names[:5])
+                       + " are not valid on this cluster's Kubernetes version; submit refuses them as parameters.",
+        })
     missing = [c.get("name") or f"#{i}" for i, c in enumerate(containers)
                if not ((c.get("resources") or {}).get("requests") and (c.get("resources") or {}).get("limits"))]
     if missing:

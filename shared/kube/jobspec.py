@@ -67,9 +67,10 @@ DIRECTIONS = ("Input", "Output", "Input&Output")
 _DATA_TYPE_BY_KEY = {t.lower(): t for t in DATA_TYPES}
 _DIRECTION_BY_KEY = {d.lower(): d for d in DIRECTIONS} | {"inputoutput": "Input&Output"}
 
-# Kubernetes' (strict) IsEnvVarName. Clusters with RelaxedEnvironmentVariableValidation accept
-# more, but AKS versions differ; the strict rule is accepted everywhere.
-# Always fullmatch: Python's "$" also matches before a trailing newline, Go's does not.
+# Kubernetes' (strict) IsEnvVarName. From 1.32 (RelaxedEnvironmentVariableValidation, beta and
+# on by default; GA in 1.34) the API server accepts any printable ASCII but '=' (IsRelaxedEnvVarName):
+# ``relaxed_env_names(version)`` says which rule a cluster applies, and discovery and submit use the
+# same one. Always fullmatch: Python's "$" also matches before a trailing newline, Go's does not.
 _ENV_NAME = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
 _ENV_NAME_CHAR = re.compile(r"[-._a-zA-Z0-9]")
 _DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
@@ -82,6 +83,14 @@ _SERVER_LABELS = frozenset({
     "controller-uid", "batch.kubernetes.io/controller-uid", "job-name", "batch.kubernetes.io/job-name",
 })
 _LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+# GitOps tracking metadata: a run Job carrying its source's would look like an out-of-git resource
+# of that application (Argo CD prunes it, Flux / Helm adopt or garbage-collect it).
+_GITOPS_LABELS = frozenset({"app.kubernetes.io/instance", "argocd.argoproj.io/instance"})
+_GITOPS_PREFIXES = ("argocd.argoproj.io/", "kustomize.toolkit.fluxcd.io/", "helm.toolkit.fluxcd.io/",
+                    "meta.helm.sh/")
+# spec.managedBy values: the built-in controller, and Kueue's MultiKueue (kept only with a queue label).
+JOB_CONTROLLER = "kubernetes.io/job-controller"
+MULTIKUEUE = "kueue.x-k8s.io/multikueue"
 _OWN_KEYS = frozenset({
     MANAGED_BY_LABEL, RUN_ID_LABEL, EXTERNAL_ID_LABEL, IDEMPOTENCY_KEY_ANNOTATION, SPEC_HASH_ANNOTATION,
     SOURCE_RV_ANNOTATION, "polysync.io/rerun-of", "polysync.io/parameter-changes",
@@ -128,8 +137,33 @@ def _shown(name: str, limit: int = 80) -> str:
     return repr(name if len(name) <= limit else name[:limit] + "…")
 
 
-def validate_env_name(name: str, field: str) -> None:
-    """Raise ValidationFailed, naming ``name`` and what is wrong, if Kubernetes would reject it."""
+def relaxed_env_names(version: str | None) -> bool:
+    """Whether a cluster of ``version`` ("v1.32.4", "1.31") accepts relaxed env var names (1.32+).
+    An unknown version gets the strict rule, which every cluster accepts."""
+    match = re.match(r"v?(\d+)\.(\d+)", (version or "").strip())
+    return bool(match) and (int(match.group(1)), int(match.group(2))) >= (1, 32)
+
+
+def env_name_problem(name: str, *, relaxed: bool = False) -> str | None:
+    """Why the API server would refuse ``name`` as an env var name under the cluster's rule, or None."""
+    if relaxed:
+        bad = next((ch for ch in name if ord(ch) < 32 or ord(ch) > 126 or ch == "="), None)
+        if name == "" or bad is not None:
+            where = f": it contains {bad!r} at position {name.index(bad)}" if bad is not None else ""
+            return ("environment variable names on this cluster may be any printable ASCII characters "
+                    f"other than '='{where}")
+        return None
+    if _ENV_NAME.fullmatch(name):
+        return None
+    if name and name[0].isdigit():
+        return "it starts with a digit"
+    bad = next((ch for ch in name if not _ENV_NAME_CHAR.fullmatch(ch)), "")
+    return f"it contains {bad!r} at position {name.index(bad)}" if bad else "it is empty"
+
+
+def validate_env_name(name: str, field: str, *, relaxed: bool = False) -> None:
+    """Raise ValidationFailed, naming ``name`` and what is wrong, if Kubernetes would reject it
+    (``relaxed``: the cluster applies the 1.32+ rule, see ``relaxed_env_names``)."""
     if not isinstance(name, str):
         raise ValidationFailed(f"A parameter name must be a string, not {type(name).__name__}", field=field)
     if name == "":
@@ -143,6 +177,12 @@ def validate_env_name(name: str, field: str) -> None:
                                "must not be '.' or '..'", field=field)
     if name.startswith(".."):
         raise ValidationFailed(f"Parameter name {_shown(name)} must not start with '..'", field=field)
+    if relaxed:
+        problem = env_name_problem(name, relaxed=True)
+        if problem:
+            raise ValidationFailed(f"Parameter name {_shown(name)} is not a valid Kubernetes environment "
+                                   f"variable name: {problem}", field=field)
+        return
     if not _ENV_NAME.fullmatch(name):
         if name[0].isdigit():
             problem = "starts with a digit"
@@ -202,7 +242,7 @@ class _RawItem:
     direction: object = None
 
 
-def normalize_parameters(raw: object) -> tuple[list[Parameter], list[str]]:
+def normalize_parameters(raw: object, *, relaxed_env_names: bool = False) -> tuple[list[Parameter], list[str]]:
     """Validate a run's parameter set; return (parameters to send, names of ignored Output items).
 
     ``raw`` is None, an object ``{NAME: value}`` (the flat shape Polysync's Azure HTTP Function job
@@ -251,7 +291,7 @@ def normalize_parameters(raw: object) -> tuple[list[Parameter], list[str]]:
             # AKS Jobs have no outputs (the seed): not sent, not validated as an env name.
             ignored.append(name)
             continue
-        validate_env_name(name, nf)
+        validate_env_name(name, nf, relaxed=relaxed_env_names)
         if dt == "Secret" and len(name) > MAX_SECRET_KEY_CHARS:
             raise ValidationFailed(f"Secret parameter {_shown(name)} has a name longer than "
                                    f"{MAX_SECRET_KEY_CHARS} characters (it becomes a Secret key)", field=nf)
@@ -423,20 +463,33 @@ def clone_source_job(source: dict) -> dict:
 
     ``spec.suspend`` is removed (a suspended source is a common way to keep a template that never
     runs itself), except for Kueue-managed Jobs: Kueue admits Jobs created suspended, so those are
-    created with ``suspend: true`` and Kueue's labels and ``spec.managedBy`` are kept.
+    created with ``suspend: true`` and Kueue's labels are kept.
+
+    ``spec.managedBy`` naming another controller is dropped: the built-in job controller ignores
+    such a Job (1.32+), so a clone would never start. Kueue's MultiKueue value is kept only for a
+    Job with a queue label (Kueue then dispatches it). GitOps tracking metadata - Argo CD's
+    ``app.kubernetes.io/instance`` label and ``argocd.argoproj.io/*`` annotations, Flux's
+    ``kustomize.toolkit.fluxcd.io/*`` / ``helm.toolkit.fluxcd.io/*`` labels, Helm's ``meta.helm.sh/*``
+    annotations - is dropped from the Job (and the tracking annotations from the pod template), so
+    no GitOps tool prunes or adopts the run as an out-of-git resource of its application. Template
+    labels are kept: Services and NetworkPolicies may select the pods by them.
     """
     source_meta = source.get("metadata") or {}
-    kueue = is_kueue_managed(source)
+    kueue = kueue_queue_name(source) is not None
     labels = {k: v for k, v in (source_meta.get("labels") or {}).items()
-              if k not in _SERVER_LABELS and k not in _OWN_KEYS}
+              if k not in _SERVER_LABELS and k not in _OWN_KEYS and not _gitops_key(k, label=True)}
     annotations = {k: v for k, v in (source_meta.get("annotations") or {}).items()
-                   if k != _LAST_APPLIED and not k.startswith("batch.kubernetes.io/") and k not in _OWN_KEYS}
+                   if k != _LAST_APPLIED and not k.startswith("batch.kubernetes.io/") and k not in _OWN_KEYS
+                   and not _gitops_key(k)}
     if source_meta.get("resourceVersion"):
         annotations[SOURCE_RV_ANNOTATION] = str(source_meta["resourceVersion"])
 
     spec = copy.deepcopy(source.get("spec") or {})
     spec.pop("selector", None)
     spec.pop("manualSelector", None)
+    managed_by = spec.get("managedBy")
+    if managed_by is not None and managed_by != JOB_CONTROLLER and not (managed_by == MULTIKUEUE and kueue):
+        spec.pop("managedBy")
     if kueue:
         spec["suspend"] = True
     else:
@@ -448,8 +501,9 @@ def clone_source_job(source: dict) -> dict:
                        if k not in _SERVER_LABELS and k not in _OWN_KEYS}
     if template_labels:
         kept_meta["labels"] = template_labels
-    if template_meta.get("annotations"):
-        kept_meta["annotations"] = dict(template_meta["annotations"])
+    template_annotations = {k: v for k, v in (template_meta.get("annotations") or {}).items() if not _gitops_key(k)}
+    if template_annotations:
+        kept_meta["annotations"] = template_annotations
     # Template name/namespace/creationTimestamp (often a literal null) mean nothing on a template.
     template["metadata"] = kept_meta
 
@@ -459,6 +513,13 @@ def clone_source_job(source: dict) -> dict:
     if annotations:
         clone["metadata"]["annotations"] = annotations
     return clone
+
+
+def _gitops_key(key: str, *, label: bool = False) -> bool:
+    """Whether a label / annotation key is GitOps tracking metadata (see ``clone_source_job``)."""
+    if label and key in _GITOPS_LABELS:
+        return True
+    return key.startswith(_GITOPS_PREFIXES)
 
 
 # ------------------------------------------------------------------------------------ env overlay
@@ -612,12 +673,14 @@ def run_labels(run_id: str, external_id: str) -> dict[str, str]:
 
 def render_run_job(template: dict, *, run_id: str, namespace: str, external_id: str,
                    parameters: Iterable[Parameter], idempotency_key: str | None,
-                   ttl_seconds_after_finished: int | None) -> RenderedRun:
+                   ttl_seconds_after_finished: int | None, ttl_floor_seconds: int = 0) -> RenderedRun:
     """The Job to create for a run, from a cloned source Job or a fallback spec.
 
     Names it ``run_id`` in ``namespace``; labels the Job *and* its pod template (one labelled LIST
     finds every run Job and every run pod); annotates the full External Id, the idempotency key and
-    the spec hash; sets ``ttlSecondsAfterFinished`` only where the source sets none; overlays
+    the spec hash; sets ``ttlSecondsAfterFinished`` where the source sets none, and raises one
+    below ``ttl_floor_seconds`` (0 included) to it - the TTL controller would otherwise delete the
+    finished Job and its pods before a sweep reads the outcome; overlays
     ``containers[0].env``. Secret parameters go into a Secret named ``run_id`` (returned, to be
     created after the Job with ``secret_owner_reference``); the Job only references it. A pod that
     starts before its Secret exists waits in CreateContainerConfigError and starts once it does.
@@ -646,11 +709,15 @@ def render_run_job(template: dict, *, run_id: str, namespace: str, external_id: 
     job["metadata"] = meta
 
     spec = job.setdefault("spec", {})
-    if spec.get("ttlSecondsAfterFinished") is None:
-        if ttl_seconds_after_finished is not None:
-            spec["ttlSecondsAfterFinished"] = ttl_seconds_after_finished
-        else:
-            spec.pop("ttlSecondsAfterFinished", None)
+    ttl = spec.get("ttlSecondsAfterFinished")
+    if ttl is None:
+        ttl = ttl_seconds_after_finished
+    if ttl is not None and ttl < ttl_floor_seconds:
+        ttl = ttl_floor_seconds
+    if ttl is not None:
+        spec["ttlSecondsAfterFinished"] = ttl
+    else:
+        spec.pop("ttlSecondsAfterFinished", None)
     template_spec = spec.setdefault("template", {})
     template_meta = template_spec.get("metadata") or {}
     template_meta["labels"] = {**(template_meta.get("labels") or {}), **labels}

@@ -19,7 +19,24 @@ facts refine it, each the cause of a real bug in a peer runner:
   longer than ``stall_after_seconds`` - it is not failed, because autoscalers add nodes and
   registries come back;
 - a vanished Job is Cancelled if we asked for the cancel (Cancelling while its pods terminate),
-  otherwise Failed/Lost instead of Unknown forever.
+  otherwise Failed/Lost instead of Unknown forever;
+- a Job that has started but has no pod, no active pod, no counts and no condition is one whose
+  pods Kubernetes refuses to create (ResourceQuota, Pod Security, a policy webhook): the job
+  controller retries for ever and says why only in Warning ``FailedCreate`` events on the Job.
+  It is Starting/Pending with reason ``FailedCreate`` and the API server's message when the
+  caller passes those events, ``NoPods`` without them, and Stalled past ``stall_after_seconds``
+  from its ``startTime`` - never Running;
+- a Job suspended by an admission webhook at creation (Kueue with ``manageJobsWithoutQueueName``
+  suspends Jobs without a queue label too) never started: Starting/Queued, not Cancelled. Only a
+  Job suspended after it started and not known to Kueue is Cancelled (this app never suspends);
+- a pod in ``ContainerCreating`` with ``FailedMount`` events (a volume's Secret, ConfigMap or PVC
+  is missing) is Pending/Stalled with reason ``FailedMount``, like ``CreateContainerConfigError``;
+- Indexed Jobs report per-index progress (``index_progress``); a Job with
+  ``backoffLimitPerIndex`` has no meaningful global ``backoffLimit`` (it defaults to MaxInt32),
+  so its retry message names the per-index limit.
+
+Events, when they matter, are data the caller passes in (``events``: the Warning events of the
+Job and its pods as the API returns them); the decoder never reads anything.
 
 What it deliberately does not do: read the clock (pass ``now``), fetch anything, or remember. The
 sweep owns memory: it applies Lost only after the Job was missing on two consecutive sweeps (a
@@ -54,7 +71,12 @@ STALL_WAITING_REASONS = frozenset({
 })
 UNSCHEDULABLE = "Unschedulable"
 CRASH_LOOP = "CrashLoopBackOff"
+FAILED_CREATE = "FailedCreate"
+FAILED_MOUNT = "FailedMount"
+CONTAINER_CREATING = "ContainerCreating"
 DEFAULT_BACKOFF_LIMIT = 6
+INDEXED = "Indexed"
+_COMBINED = "(combined from similar events): "
 
 _TRUE = "True"
 _EPOCH = datetime.min.replace(tzinfo=UTC)
@@ -128,7 +150,11 @@ def _interim(true: dict[str, dict]) -> RunState | None:
                   cond.get("message") or "The Job will fail; waiting for the pods to terminate")
 
 
-def _suspended(job: dict, cond: dict) -> RunState:
+def _never_started(status: dict) -> bool:
+    return not status.get("startTime") and not status.get("succeeded") and not status.get("failed")
+
+
+def _suspended(job: dict, cond: dict, status: dict, held_at_create: bool) -> RunState:
     reason = cond.get("reason") or "JobSuspended"
     detail = cond.get("message") or "Job suspended"
     if is_kueue_managed(job):
@@ -136,6 +162,12 @@ def _suspended(job: dict, cond: dict) -> RunState:
         where = f" in queue {queue!r}" if queue else ""
         return _state(Status.STARTING, Phase.QUEUED, reason,
                       f"Queued by Kueue{where}: waiting for admission ({detail})")
+    if held_at_create or _never_started(status):
+        # Suspended by an admission webhook when it was created (this app never suspends a run):
+        # Kueue's manageJobsWithoutQueueName does so without any label on the Job.
+        return _state(Status.STARTING, Phase.QUEUED, reason,
+                      f"Suspended at creation by the cluster's admission (a queueing system such as Kueue): "
+                      f"waiting to be admitted ({detail})")
     return _state(Status.CANCELLED, Phase.CANCELLED, reason, f"The Job was suspended: {detail}")
 
 
@@ -182,7 +214,26 @@ def _pod_name(pod: dict) -> str:
     return str((pod.get("metadata") or {}).get("name") or "?")
 
 
-def _stuck(pod: dict) -> tuple[datetime | None, str, str] | None:
+def _event_message(event: dict) -> str:
+    message = str(event.get("message") or event.get("note") or "")
+    return message[len(_COMBINED):] if message.startswith(_COMBINED) else message
+
+
+def _event_time(event: dict) -> datetime:
+    return (parse_time((event.get("series") or {}).get("lastObservedTime")) or parse_time(event.get("lastTimestamp"))
+            or parse_time(event.get("eventTime")) or parse_time((event.get("metadata") or {}).get("creationTimestamp"))
+            or _EPOCH)
+
+
+def _latest_warning(events: list[dict], reason: str, kind: str, name: str) -> dict | None:
+    """The newest Warning event with ``reason`` about the object ``kind``/``name``."""
+    found = [e for e in events if isinstance(e, dict) and e.get("type") == "Warning" and e.get("reason") == reason
+             and ((e.get("involvedObject") or e.get("regarding") or {}).get("kind") == kind)
+             and ((e.get("involvedObject") or e.get("regarding") or {}).get("name") == name)]
+    return max(found, key=_event_time) if found else None
+
+
+def _stuck(pod: dict, events: list[dict]) -> tuple[datetime | None, str, str] | None:
     """(since, reason, message) when a pending pod waits on something that may never come."""
     created = parse_time((pod.get("metadata") or {}).get("creationTimestamp"))
     for cs in _container_statuses(pod):
@@ -191,6 +242,11 @@ def _stuck(pod: dict) -> tuple[datetime | None, str, str] | None:
             container = cs.get("name") or "?"
             detail = waiting.get("message") or waiting["reason"]
             return created, waiting["reason"], f"container {container}: {detail}"
+    creating = [cs for cs in _container_statuses(pod) if _waiting(cs).get("reason") == CONTAINER_CREATING]
+    if creating:
+        mount = _latest_warning(events, FAILED_MOUNT, "Pod", _pod_name(pod))
+        if mount is not None:
+            return created, FAILED_MOUNT, _event_message(mount)
     for cond in (pod.get("status") or {}).get("conditions") or []:
         if (isinstance(cond, dict) and cond.get("type") == "PodScheduled" and cond.get("status") == "False"
                 and cond.get("reason") == UNSCHEDULABLE):
@@ -199,7 +255,7 @@ def _stuck(pod: dict) -> tuple[datetime | None, str, str] | None:
     return None
 
 
-def _decode_pods(pods: list[dict], now: datetime, stall_after_seconds: int) -> RunState | None:
+def _decode_pods(pods: list[dict], events: list[dict], now: datetime, stall_after_seconds: int) -> RunState | None:
     live = [p for p in pods if not _deleting(p)]
     running = [p for p in live if (p.get("status") or {}).get("phase") == "Running"]
     if running:
@@ -222,7 +278,7 @@ def _decode_pods(pods: list[dict], now: datetime, stall_after_seconds: int) -> R
     for pod in live:
         if (pod.get("status") or {}).get("phase") not in (None, "Pending"):
             continue
-        found = _stuck(pod)
+        found = _stuck(pod, events)
         if found is not None:
             stuck.append((found[0] or now, found, pod))
     if not stuck:
@@ -240,16 +296,21 @@ def _decode_pods(pods: list[dict], now: datetime, stall_after_seconds: int) -> R
 
 
 def decode_job_status(job: dict | None, pods: Iterable[dict] = (), *, now: datetime,
-                      stall_after_seconds: int = 300, cancel_requested: bool = False) -> RunState:
+                      stall_after_seconds: int = 300, cancel_requested: bool = False,
+                      events: Iterable[dict] | None = None, held_at_create: bool = False) -> RunState:
     """The RunState of a run whose Job is ``job`` (None: not found) and whose pods are ``pods``.
 
     ``pods`` are the run's pods (listed by its run-id label); they only matter while no condition
     decides, and when a cancelled Job is gone. ``cancel_requested`` is this app's own cancel intent.
+    ``events`` are Warning events of the Job and its pods (``FailedCreate``, ``FailedMount``), when
+    the caller listed them; ``held_at_create`` says the create answer already had ``spec.suspend``
+    set although this app did not ask for it (an admission webhook holds the Job).
     A naive ``now`` is taken as UTC.
     """
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
     pods = [p for p in (pods or ()) if isinstance(p, dict)]
+    event_list = [e for e in (events or ()) if isinstance(e, dict)]
     if job is None:
         return _vanished(pods, cancel_requested)
 
@@ -271,28 +332,32 @@ def decode_job_status(job: dict | None, pods: Iterable[dict] = (), *, now: datet
     if decided is not None:
         return decided
     if "Suspended" in true:
-        return _suspended(job, true["Suspended"])
+        return _suspended(job, true["Suspended"], status, held_at_create)
 
     active, failed, succeeded = (_count(status, k) for k in ("active", "failed", "succeeded"))
     if active is None or failed is None or succeeded is None:
         return _unknown("UnrecognizedStatus", "The Job's pod counters are not whole numbers")
 
-    decided = _decode_pods(pods, now, stall_after_seconds)
+    decided = _decode_pods(pods, event_list, now, stall_after_seconds)
     if decided is not None:
         return decided
 
+    spec = job.get("spec") or {}
     started = status.get("startTime")
+    progress = _progress_note(job)
     if active > 0 or started:
         if failed > 0:
-            limit = (job.get("spec") or {}).get("backoffLimit", DEFAULT_BACKOFF_LIMIT)
             return _state(Status.RUNNING, Phase.RUNNING, "PodRetrying",
-                          f"{failed} pod(s) failed, {active} active; retrying within backoffLimit {limit}")
+                          f"{failed} pod(s) failed, {active} active; {_retry_note(spec)}{progress}")
         if active > 0:
-            return _state(Status.RUNNING, Phase.RUNNING, "PodsActive", f"{active} pod(s) active")
-        return _state(Status.RUNNING, Phase.RUNNING, "JobStarted", "The Job has started")
+            return _state(Status.RUNNING, Phase.RUNNING, "PodsActive", f"{active} pod(s) active{progress}")
+        uncounted = status.get("uncountedTerminatedPods") or {}
+        finishing = sum(len(v) for v in uncounted.values() if isinstance(v, list)) if isinstance(uncounted, dict) else 0
+        if finishing or succeeded or _count(status, "terminating") or any(not _deleting(p) for p in pods):
+            return _state(Status.RUNNING, Phase.RUNNING, "JobStarted", f"The Job has started{progress}")
+        return _no_pods(job, started, event_list, now, stall_after_seconds)
 
-    spec = job.get("spec") or {}
-    if spec.get("suspend") is True and is_kueue_managed(job):
+    if spec.get("suspend") is True and (is_kueue_managed(job) or held_at_create):
         # Created suspended for Kueue; the controller has not written the Suspended condition yet.
         queue = kueue_queue_name(job)
         where = f" in queue {queue!r}" if queue else ""
@@ -304,3 +369,72 @@ def decode_job_status(job: dict | None, pods: Iterable[dict] = (), *, now: datet
         return _unknown("UnrecognizedStatus",
                         f"The Job has not started but counts {succeeded} succeeded and {failed} failed pod(s)")
     return _state(Status.STARTING, Phase.PENDING, "NotStarted", "The Job has not started a pod yet")
+
+
+# ----------------------------------------------------------------------- no pods, Indexed progress
+
+
+def _no_pods(job: dict, started: str, events: list[dict], now: datetime, stall_after_seconds: int) -> RunState:
+    """Started, yet no pod, no count, no condition: Kubernetes refuses to create the pods."""
+    name = str((job.get("metadata") or {}).get("name") or "")
+    since = parse_time(started)
+    stalled = since is not None and (now - since).total_seconds() > stall_after_seconds
+    phase = Phase.STALLED if stalled else Phase.PENDING
+    refused = _latest_warning(events, FAILED_CREATE, "Job", name)
+    if refused is not None:
+        return _state(Status.STARTING, phase, FAILED_CREATE,
+                      f"Kubernetes refuses to create the Job's pods (since {started}): {_event_message(refused)}")
+    return _state(Status.STARTING, phase, "NoPods",
+                  f"The Job started at {started} but has no pod: Kubernetes may be refusing to create it "
+                  "(see the Job's FailedCreate events)")
+
+
+def _retry_note(spec: dict) -> str:
+    per_index = spec.get("backoffLimitPerIndex")
+    if per_index is not None:
+        return f"retrying each index up to backoffLimitPerIndex {per_index}"
+    limit = spec.get("backoffLimit")
+    return f"retrying within backoffLimit {DEFAULT_BACKOFF_LIMIT if limit is None else limit}"
+
+
+def _index_set(text: object) -> int:
+    """How many indexes an interval list such as "0,2-4" names (0 when malformed)."""
+    total = 0
+    for part in str(text or "").split(","):
+        first, _, last = part.strip().partition("-")
+        if not first:
+            continue
+        try:
+            total += int(last or first) - int(first) + 1
+        except ValueError:
+            return 0
+    return total
+
+
+def index_progress(job: dict | None) -> dict | None:
+    """Per-index progress of an Indexed Job (None for any other): completions, the completed and
+    failed indexes as Kubernetes writes them ("0,2-4") and how many each names."""
+    if not isinstance(job, dict):
+        return None
+    spec, status = job.get("spec") or {}, job.get("status") or {}
+    if spec.get("completionMode") != INDEXED:
+        return None
+    completed, failed = status.get("completedIndexes") or "", status.get("failedIndexes")
+    progress = {"completions": spec.get("completions"), "completedIndexes": completed,
+                "completed": _index_set(completed)}
+    if failed is not None or spec.get("backoffLimitPerIndex") is not None:
+        progress["failedIndexes"] = failed or ""
+        progress["failed"] = _index_set(failed)
+    return progress
+
+
+def _progress_note(job: dict) -> str:
+    progress = index_progress(job)
+    if progress is None:
+        return ""
+    note = f"; indexes completed {progress['completed']} of {progress['completions']}"
+    if progress["completed"]:
+        note += f" ({progress['completedIndexes']})"
+    if progress.get("failed"):
+        note += f", failed {progress['failed']} ({progress['failedIndexes']})"
+    return note

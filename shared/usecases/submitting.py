@@ -98,6 +98,7 @@ def _submit(c: Collaborators, req: SubmitRequest) -> SubmitResult:
         template, run_id=run_id, namespace=req.namespace, external_id=req.external_id,
         parameters=req.parameters, idempotency_key=req.idempotency_key,
         ttl_seconds_after_finished=c.settings.job_ttl_seconds_after_finished,
+        ttl_floor_seconds=c.settings.job_ttl_floor_seconds,
     )
     run = _new_run(c, run_id, req.namespace, req.external_id, rendered, idempotency_key=req.idempotency_key,
                    parameters=[p.to_record() for p in req.parameters], attributes=req.attributes,
@@ -149,6 +150,7 @@ def _rerun(c: Collaborators, run_id: str, namespace: str | None = None, *,
         template, run_id=new_id, namespace=original.namespace, external_id=original.external_id,
         parameters=parameters, idempotency_key=key,
         ttl_seconds_after_finished=c.settings.job_ttl_seconds_after_finished,
+        ttl_floor_seconds=c.settings.job_ttl_floor_seconds,
     )
     run = _new_run(c, new_id, original.namespace, original.external_id, rendered, idempotency_key=key,
                    parameters=copy.deepcopy(original.parameters), attributes=original.attributes,
@@ -201,7 +203,8 @@ def _resume_if_unconfirmed(c: Collaborators, run: Run, req: SubmitRequest) -> Su
                 run.rendered_job, run_id=run.run_id, namespace=run.namespace,
                 external_id=run.external_id, parameters=req.parameters,
                 idempotency_key=run.idempotency_key,
-                ttl_seconds_after_finished=c.settings.job_ttl_seconds_after_finished)
+                ttl_seconds_after_finished=c.settings.job_ttl_seconds_after_finished,
+                ttl_floor_seconds=c.settings.job_ttl_floor_seconds)
         run = _create_job(c, run, rendered)
     return SubmitResult(run, created=False, ignored_parameters=req.ignored_parameters)
 
