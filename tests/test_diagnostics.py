@@ -55,8 +55,8 @@ def test_failed_run_keeps_exit_code_message_and_log_tail_after_ttl_and_source_de
     assert container["log"][0].startswith("main: step 32 of 80")  # the tail, not the head
     assert [e["reason"] for e in captured["jobEvents"]] == ["BackoffLimitExceeded"]
 
-    for _ in range(4):  # past the TTL: the controller deletes the Job, the GC its pods
-        app.advance(15)
+    for _ in range(4):  # past the TTL (raised to JOB_TTL_FLOOR_SECONDS, 300 s): the Job and its pods go
+        app.advance(90)
     assert app.sim.get("jobs", "default", run_id) is None
     assert not app.sim.pods_of("default", run_id)
     app.sim.remove("jobs", "default", "nightly")

@@ -111,11 +111,15 @@ def _sweep_namespace(c: Collaborators, namespace: str, active: list, summary: Sw
     now = c.clock()
     jobs = {job["metadata"]["name"]: job
             for job in c.kube.list_jobs(namespace, label_selector=jobspec.run_selector(), limit=500)}
-    pods_by_run = _pods_by_run(c, namespace, [a for a in active if _needs_pods(c, a, jobs.get(a.run_id), now)])
+    need_pods = [a for a in active if _needs_pods(c, a, jobs.get(a.run_id), now)]
+    pods_by_run = _pods_by_run(c, namespace, need_pods)
+    events_by_run = _events_by_run(c, namespace, [(a.run_id, jobs.get(a.run_id), pods_by_run.get(a.run_id, []))
+                                                  for a in need_pods])
     work = []
     for marker in active:
         job = jobs.get(marker.run_id)
         pods = pods_by_run.get(marker.run_id, [])
+        events = events_by_run.get(marker.run_id)
         if job is None and marker.cancel_requested_at is None:
             if marker.phase == Phase.SUBMITTING and _age(marker.created_at, now) < 60:
                 continue  # the create may still be in flight
@@ -123,11 +127,11 @@ def _sweep_namespace(c: Collaborators, namespace: str, active: list, summary: Sw
                 work.append(partial(_note_missing, c, namespace, marker.run_id))
                 continue
         state = decode_job_status(job, pods, now=now, stall_after_seconds=c.settings.stall_after_seconds,
-                                  cancel_requested=marker.cancel_requested_at is not None)
+                                  cancel_requested=marker.cancel_requested_at is not None, events=events)
         if (marker.status, marker.phase, marker.reason, marker.message) == (
                 state.status, state.phase, state.reason, state.message) and marker.missing_sweeps == 0:
             continue
-        work.append(partial(_record, c, namespace, marker.run_id, job, pods, now, summary, budget))
+        work.append(partial(_record, c, namespace, marker.run_id, job, pods, now, summary, budget, events))
     outcomes = _run_concurrently(work)
     summary.changed += outcomes.count(RECORDED)
     summary.writes_given_up += outcomes.count(GAVE_UP)
@@ -146,6 +150,51 @@ def _pods_by_run(c: Collaborators, namespace: str, need_pods: list) -> dict[str,
         if run_label:
             pods_by_run.setdefault(run_label, []).append(pod)
     return pods_by_run
+
+
+def _refused_shape(job: dict | None, pods: list[dict]) -> bool:
+    """Started, yet no pod, no count, no condition: the shape of pods Kubernetes refuses to create,
+    whose only evidence is the Job's FailedCreate events."""
+    if job is None or pods:
+        return False
+    status = job.get("status") or {}
+    uncounted = status.get("uncountedTerminatedPods") or {}
+    return bool(status.get("startTime")) and not status.get("conditions") and not any(
+        status.get(k) for k in ("active", "succeeded", "failed", "terminating")) and not any(
+        uncounted.get(k) for k in ("succeeded", "failed"))
+
+
+def _creating(pods: list[dict]) -> list[str]:
+    """Names of the pods whose containers still wait in ContainerCreating (a FailedMount suspect)."""
+    return [p["metadata"]["name"] for p in pods
+            if (p.get("status") or {}).get("phase") == "Pending" and not (p.get("metadata") or {}).get(
+                "deletionTimestamp") and any(((cs.get("state") or {}).get("waiting") or {}).get("reason")
+                                             == "ContainerCreating"
+                                             for cs in (p.get("status") or {}).get("containerStatuses") or [])]
+
+
+def _events_by_run(c: Collaborators, namespace: str, candidates: list[tuple[str, dict | None, list[dict]]]
+                   ) -> dict[str, list[dict]]:
+    """Warning events that can change a decoded state, by run id - listed only for runs whose pods
+    were listed and show a shape only events explain: no pod at all (FailedCreate on the Job) or a
+    pod stuck in ContainerCreating (FailedMount on the pod). At most one LIST per reason; healthy
+    runs cost nothing."""
+    refused = [run_id for run_id, job, pods in candidates if _refused_shape(job, pods)]
+    creating = {name: run_id for run_id, _, pods in candidates for name in _creating(pods)}
+    found: dict[str, list[dict]] = {run_id: [] for run_id in refused}
+    if refused:
+        for event in c.kube.list_events(namespace, field_selector="involvedObject.kind=Job,reason=FailedCreate,"
+                                                                  "type=Warning", limit=500):
+            name = (event.get("involvedObject") or {}).get("name")
+            if name in found:
+                found[name].append(event)
+    if creating:
+        for event in c.kube.list_events(namespace, field_selector="involvedObject.kind=Pod,reason=FailedMount,"
+                                                                  "type=Warning", limit=500):
+            run_id = creating.get((event.get("involvedObject") or {}).get("name"))
+            if run_id is not None:
+                found.setdefault(run_id, []).append(event)
+    return found
 
 
 def _needs_pods(c: Collaborators, marker, job: dict | None, now: datetime) -> bool:
@@ -180,14 +229,14 @@ def _note_missing(c: Collaborators, namespace: str, run_id: str) -> str:
 
 
 def _record(c: Collaborators, namespace: str, run_id: str, job: dict | None, pods: list[dict], now: datetime,
-            summary: SweepSummary, budget: Budget) -> str:
+            summary: SweepSummary, budget: Budget, events: list[dict] | None = None) -> str:
     """Apply the decoded state to the stored run, re-reading and re-deciding on a lost race."""
     for _ in range(SAVE_ATTEMPTS):
         run = c.store.get_run(namespace, run_id)
         if run is None:
             return UNCHANGED
         state = decode_job_status(job, pods, now=now, stall_after_seconds=c.settings.stall_after_seconds,
-                                  cancel_requested=run.cancel_requested_at is not None)
+                                  cancel_requested=run.cancel_requested_at is not None, events=events)
         updated = apply_state(run, state, now)
         if updated is None:
             if run.missing_sweeps and job is not None and not run.terminal:
