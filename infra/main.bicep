@@ -73,6 +73,14 @@ param sweepSchedule string = '*/30 * * * * *'
 @minValue(0)
 param stallAfterSeconds int = 300
 
+@description('Seconds a run may stay Submitting with no Job before the sweep counts its Job missing.')
+@minValue(0)
+param submitGraceSeconds int = 60
+
+@description('Seconds after a run is created from which the sweep lists the pods of its not yet ready Job.')
+@minValue(0)
+param podCheckAfterSeconds int = 30
+
 @description('ttlSecondsAfterFinished for created Jobs whose source Job sets none: whole seconds, or none to keep finished Jobs.')
 param jobTtlSecondsAfterFinished string = '86400'
 
@@ -234,6 +242,8 @@ var appSettings = {
   EVENTGRID_TOPIC_ENDPOINT: events.outputs.endpoint
   SWEEP_SCHEDULE: sweepSchedule
   STALL_AFTER_SECONDS: string(stallAfterSeconds)
+  SUBMIT_GRACE_SECONDS: string(submitGraceSeconds)
+  POD_CHECK_AFTER_SECONDS: string(podCheckAfterSeconds)
   JOB_TTL_SECONDS_AFTER_FINISHED: jobTtlSecondsAfterFinished
   JOB_TTL_FLOOR_SECONDS: string(jobTtlFloorSeconds)
   CREDENTIAL_TTL_SECONDS: string(credentialTtlSeconds)

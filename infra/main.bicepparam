@@ -39,6 +39,12 @@ param sweepSchedule = readEnvironmentVariable('SWEEP_SCHEDULE', '*/30 * * * * *'
 // Seconds a pod may wait for an image or a node before the run shows as Stalled.
 param stallAfterSeconds = int(readEnvironmentVariable('STALL_AFTER_SECONDS', '300'))
 
+// Seconds a run may stay Submitting with no Job before the sweep counts its Job missing.
+param submitGraceSeconds = int(readEnvironmentVariable('SUBMIT_GRACE_SECONDS', '60'))
+
+// Seconds after a run is created from which the sweep lists the pods of its not yet ready Job.
+param podCheckAfterSeconds = int(readEnvironmentVariable('POD_CHECK_AFTER_SECONDS', '30'))
+
 // ttlSecondsAfterFinished for created Jobs whose source sets none; 'none' keeps finished Jobs.
 param jobTtlSecondsAfterFinished = readEnvironmentVariable('JOB_TTL_SECONDS_AFTER_FINISHED', '86400')
 

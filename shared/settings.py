@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from shared import schedule as schedule_policy
 from shared.errors import SettingsError
 
 CREDENTIAL_MODES = ("admin", "user", "kubeconfig")
@@ -73,6 +74,12 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("EVENTGRID_TOPIC_KEY", "Event Grid topic access key (optional; managed identity otherwise).",
                 secret=True, local_only=True),
     SettingSpec("STALL_AFTER_SECONDS", "Seconds a pod may wait (image pull, scheduling) before Stalled.", default="300"),
+    SettingSpec("SUBMIT_GRACE_SECONDS",
+                "Seconds a run may stay Submitting with no Job before the sweep counts its Job missing "
+                "(a create whose answer was lost may still land).", default="60"),
+    SettingSpec("POD_CHECK_AFTER_SECONDS",
+                "Seconds after a run's creation from which the sweep lists the pods of its not yet ready Job "
+                "(image pull or scheduling trouble; never later than STALL_AFTER_SECONDS).", default="30"),
     SettingSpec("JOB_TTL_SECONDS_AFTER_FINISHED",
                 "ttlSecondsAfterFinished for created Jobs when the source sets none.", default="86400"),
     SettingSpec("JOB_TTL_FLOOR_SECONDS",
@@ -116,6 +123,9 @@ class Settings:
     eventgrid_topic_endpoint: str | None = None
     eventgrid_topic_key: str | None = field(default=None, repr=False)
     stall_after_seconds: int = 300
+    submit_grace_seconds: int = 60
+    pod_check_after_seconds: int = 30
+    sweep_period_seconds: int = 30  # derived from sweep_schedule (shared.schedule)
     job_ttl_seconds_after_finished: int | None = 86400
     job_ttl_floor_seconds: int = 300
     credential_ttl_seconds: int = 3600
@@ -144,6 +154,16 @@ class Settings:
         return f"https://portal.azure.com/#resource{self.cluster_resource_id}/workloads"
 
     @property
+    def outbox_lease_seconds(self) -> int:
+        """How long a sweep's claim on an outbox event lasts (from the sweep period)."""
+        return schedule_policy.outbox_lease_seconds(self.sweep_period_seconds)
+
+    @property
+    def retry_after_seconds(self) -> int:
+        """``Retry-After`` of asynchronous and 502/503 answers (from the sweep period)."""
+        return schedule_policy.retry_after_seconds(self.sweep_period_seconds)
+
+    @property
     def cluster_key(self) -> str:
         """Identifies the cluster a client is built for (cache key; never holds a secret)."""
         if self.credential_mode == "kubeconfig":
@@ -167,7 +187,11 @@ def _csv(raw: str | None) -> tuple[str, ...]:
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Read and validate every app setting; raise one SettingsError naming all problems."""
+    """Read and validate every app setting; raise one SettingsError naming all problems.
+
+    Long on purpose: it reads every setting in one pass into one list of problems, so an operator sees
+    all of them at once; each setting is a few lines in the order of SETTINGS.
+    """
     env = os.environ if env is None else env
     problems: list[str] = []
 
@@ -218,10 +242,18 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         problems.append("EVENTGRID_TOPIC_ENDPOINT must be an https:// URL")
 
     schedule = get("SWEEP_SCHEDULE") or ""
+    period = 30
     if len(schedule.split()) != 6:
         problems.append(f"SWEEP_SCHEDULE must be an NCRONTAB expression with six fields (got {schedule!r})")
+    else:
+        try:
+            period = schedule_policy.period_seconds(schedule)
+        except ValueError as err:
+            problems.append(f"SWEEP_SCHEDULE is not a schedule this app can read: {err}")
 
     stall = _int(problems, "STALL_AFTER_SECONDS", get("STALL_AFTER_SECONDS") or "300")
+    submit_grace = _int(problems, "SUBMIT_GRACE_SECONDS", get("SUBMIT_GRACE_SECONDS") or "60")
+    pod_check = _int(problems, "POD_CHECK_AFTER_SECONDS", get("POD_CHECK_AFTER_SECONDS") or "30")
     ttl_raw = get("JOB_TTL_SECONDS_AFTER_FINISHED")
     ttl = None if ttl_raw in (None, "", "none") else _int(problems, "JOB_TTL_SECONDS_AFTER_FINISHED", ttl_raw)
     ttl_floor = _int(problems, "JOB_TTL_FLOOR_SECONDS", get("JOB_TTL_FLOOR_SECONDS") or "300")
@@ -285,6 +317,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         eventgrid_topic_endpoint=topic,
         eventgrid_topic_key=get("EVENTGRID_TOPIC_KEY"),
         stall_after_seconds=stall,
+        submit_grace_seconds=submit_grace,
+        pod_check_after_seconds=pod_check,
+        sweep_period_seconds=period,
         job_ttl_seconds_after_finished=ttl,
         job_ttl_floor_seconds=ttl_floor,
         credential_ttl_seconds=cred_ttl,

@@ -49,7 +49,6 @@ from shared.text import json_type
 
 log = logging.getLogger(__name__)
 
-RETRY_AFTER_SECONDS = 10
 MAX_BODY_BYTES = 256 * 1024
 # Deeper than this, no submit body is legitimate, and the parsers and encoders after json.loads
 # recurse: a body of 100,000 nested brackets must be a 400, not a RecursionError (500).
@@ -92,7 +91,7 @@ def answer_error(exc: Exception) -> func.HttpResponse:
     if isinstance(exc, AppError):
         if exc.status >= 500:
             log.error("request failed: %s: %s", type(exc).__name__, exc.message)
-        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if exc.status in (502, 503) else {}
+        headers = {"Retry-After": str(_retry_after())} if exc.status in (502, 503) else {}
         return answer(exc.to_body(), exc.status, headers)
     log.exception("internal error")
     return answer({"error": {"code": "internal", "message": "Internal error; see the app's logs for this "
@@ -132,7 +131,16 @@ def run_links(req: func.HttpRequest, run: Run) -> dict:
 def accepted(req: func.HttpRequest, run: Run, body: dict) -> func.HttpResponse:
     links = run_links(req, run)
     return answer({**body, **links}, 202, {"Location": links["statusQueryGetUri"],
-                                           "Retry-After": str(RETRY_AFTER_SECONDS)})
+                                           "Retry-After": str(_retry_after())})
+
+
+def _retry_after() -> int:
+    """A third of the sweep period (``Settings.retry_after_seconds``): polling faster than the sweep
+    reads the same state again. With broken settings, the default schedule's."""
+    try:
+        return get_settings().retry_after_seconds
+    except AppError:
+        return Settings().retry_after_seconds
 
 
 def _optional_namespace(req: func.HttpRequest, c) -> str | None:

@@ -170,6 +170,9 @@ def select_access(
     ``tokenFile``) are read relative to ``base_dir``, as kubectl does; ``*-data`` fields win.
     Without ``base_dir`` (a kubeconfig from ARM) a file reference is refused: nothing ARM sends
     may make the app read its own files.
+
+    Long on purpose: it follows the kubeconfig format's cases (context, cluster, user; token, client
+    certificate, exec plugin) in one place, each refused with the message the user needs.
     """
     where = f" ({context_setting})" if context_setting else ""
     name = context or doc.get("current-context")

@@ -249,6 +249,9 @@ def normalize_parameters(raw: object, *, relaxed_env_names: bool = False) -> tup
     type sends) or a list of ``{"name", "value", "dataType"?, "direction"?}``. Every problem is a
     ValidationFailed whose ``field`` points at the item (``parameters[3].name``,
     ``parameters.MY VAR``), raised before anything is sent to the cluster.
+
+    Long on purpose: the two wire shapes (object and list) and every per-item rule are checked in one
+    pass, so the first problem found is the one named, with its exact field path.
     """
     if raw is None:
         return [], []
@@ -685,6 +688,9 @@ def render_run_job(template: dict, *, run_id: str, namespace: str, external_id: 
     created after the Job with ``secret_owner_reference``); the Job only references it. A pod that
     starts before its Secret exists waits in CreateContainerConfigError and starts once it does.
     Rendering an already rendered Job again gives the same result.
+
+    Long on purpose: it is the one place a run's Job is assembled (overlay, names, labels, annotations,
+    Secret references, TTL); split, the order of those steps would be implicit.
     """
     if len(run_id) > MAX_NAME_CHARS or not _DNS1123_LABEL.fullmatch(run_id):
         raise ValueError(f"run_id must be a DNS-1123 label of at most {MAX_NAME_CHARS} characters")

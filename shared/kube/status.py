@@ -306,6 +306,10 @@ def decode_job_status(job: dict | None, pods: Iterable[dict] = (), *, now: datet
     the caller listed them; ``held_at_create`` says the create answer already had ``spec.suspend``
     set although this app did not ask for it (an admission webhook holds the Job).
     A naive ``now`` is taken as UTC.
+
+    Long on purpose: it is a decision table read top to bottom (terminal conditions, cancel, suspension,
+    pod troubles, running), whose order is the precedence; split, the precedence would hide in call
+    order.
     """
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)

@@ -19,8 +19,6 @@ from shared.usecases.collaborators import Collaborators
 
 log = logging.getLogger(__name__)
 
-OUTBOX_LEASE_SECONDS = 20  # shorter than a sweep period: an event a dead sweep claimed goes out next time
-
 
 def outbox_rows(c: Collaborators, before: Run | None, after: Run) -> list[dict]:
     """The outbox row announcing ``after``, to write in the same batch as the state itself, for a
@@ -47,7 +45,8 @@ def publish_pending(c: Collaborators, namespace: str) -> int:
     waiting = c.store.list_outbox(namespace)
     entries = [e for e in waiting if e.claimed_until is None or e.claimed_until <= now]
     if entries:
-        entries = c.store.claim_outbox(namespace, entries, now + timedelta(seconds=OUTBOX_LEASE_SECONDS))
+        # The lease is shorter than a sweep period: an event a dead sweep claimed goes out next time.
+        entries = c.store.claim_outbox(namespace, entries, now + timedelta(seconds=c.settings.outbox_lease_seconds))
     delivered = _publish(c, namespace, entries) if entries else 0
     telemetry.outbox_backlog(namespace, len(waiting) - delivered)
     return delivered

@@ -121,7 +121,7 @@ def _sweep_namespace(c: Collaborators, namespace: str, active: list, summary: Sw
         pods = pods_by_run.get(marker.run_id, [])
         events = events_by_run.get(marker.run_id)
         if job is None and marker.cancel_requested_at is None:
-            if marker.phase == Phase.SUBMITTING and _age(marker.created_at, now) < 60:
+            if marker.phase == Phase.SUBMITTING and _age(marker.created_at, now) < c.settings.submit_grace_seconds:
                 continue  # the create may still be in flight
             if marker.missing_sweeps + 1 < MISSING_SWEEPS_BEFORE_LOST:
                 work.append(partial(_note_missing, c, namespace, marker.run_id))
@@ -209,7 +209,7 @@ def _needs_pods(c: Collaborators, marker, job: dict | None, now: datetime) -> bo
     if status.get("ready") or status.get("succeeded"):
         return False
     # Not a single ready pod: maybe waiting on an image or a node. Pods tell which.
-    return _age(marker.created_at, now) >= min(c.settings.stall_after_seconds, 30)
+    return _age(marker.created_at, now) >= min(c.settings.stall_after_seconds, c.settings.pod_check_after_seconds)
 
 
 def _note_missing(c: Collaborators, namespace: str, run_id: str) -> str:
