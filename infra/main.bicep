@@ -109,7 +109,10 @@ param authMode string = 'key'
 @description('Tenant whose tokens are accepted (authMode entra). Empty: the tenant of this deployment.')
 param entraTenantId string = ''
 
-@description('Comma-separated accepted token audiences: the app registration\'s client id and/or Application ID URI (authMode entra).')
+@description('Client (application) id of the app registration that represents this app (authMode entra).')
+param entraAppClientId string = ''
+
+@description('Comma-separated accepted token audiences, no spaces (authMode entra). Empty: entraAppClientId and api://<entraAppClientId>.')
 param entraAudience string = ''
 
 @description('Comma-separated client (application) ids allowed to call: Polysync\'s service principal (authMode entra).')
@@ -218,6 +221,9 @@ module aksAccess 'app/aks-access.bicep' = {
   }
 }
 
+var entraTenant = empty(entraTenantId) ? tenant().tenantId : entraTenantId
+var entraAudiences = empty(entraAudience) ? (empty(entraAppClientId) ? '' : '${entraAppClientId},api://${entraAppClientId}') : entraAudience
+
 // Every app setting. Keys the app reads are declared in shared/settings.py (SETTINGS); the first
 // block is read by the Functions host itself. Values are strings: app settings have no other type.
 var appSettings = {
@@ -250,8 +256,8 @@ var appSettings = {
   KUBE_REQUEST_TIMEOUT_SECONDS: string(kubeRequestTimeoutSeconds)
   SECRET_PARAMETER_PATTERNS: secretParameterPatterns
   AUTH_MODE: authMode
-  ENTRA_TENANT_ID: empty(entraTenantId) ? tenant().tenantId : entraTenantId
-  ENTRA_AUDIENCE: entraAudience
+  ENTRA_TENANT_ID: entraTenant
+  ENTRA_AUDIENCE: entraAudiences
   ENTRA_ALLOWED_CLIENT_IDS: entraAllowedClientIds
   AZURE_AUTHORITY_HOST: environment().authentication.loginEndpoint
   RUN_URL_SIGNING_KEY: empty(runUrlSigningKey) ? generatedRunUrlSigningKey : runUrlSigningKey
@@ -278,6 +284,19 @@ module functionApp 'app/functionapp.bicep' = {
   dependsOn: [
     rbac
   ]
+}
+
+// Easy Auth in front of the app for authMode 'entra' (deployed disabled for 'key').
+module appAuth 'app/auth.bicep' = {
+  name: 'auth'
+  params: {
+    appName: functionApp.outputs.name
+    authMode: authMode
+    openIdIssuer: '${environment().authentication.loginEndpoint}${entraTenant}/v2.0'
+    clientId: entraAppClientId
+    allowedAudiences: split(entraAudiences, ',')
+    allowedApplications: split(entraAllowedClientIds, ',')
+  }
 }
 
 // Named for the tools that read them (azd copies outputs into its environment).

@@ -67,6 +67,7 @@ param secretParameterPatterns = readEnvironmentVariable('SECRET_PARAMETER_PATTER
 // Who may call: key (function keys) or entra (Polysync's service principal; docs/polysync.md).
 param authMode = readEnvironmentVariable('AUTH_MODE', 'key')
 param entraTenantId = readEnvironmentVariable('ENTRA_TENANT_ID', '')
+param entraAppClientId = readEnvironmentVariable('ENTRA_APP_CLIENT_ID', '')
 param entraAudience = readEnvironmentVariable('ENTRA_AUDIENCE', '')
 param entraAllowedClientIds = readEnvironmentVariable('ENTRA_ALLOWED_CLIENT_IDS', '')
 

@@ -209,6 +209,27 @@ def test_entra_mode_deploys_settings_the_app_accepts_with_the_deployments_tenant
     assert settings.authority_host == "https://login.microsoftonline.com"
 
 
+def test_entra_mode_puts_easy_auth_in_front_returning_401_except_health_and_signed_urls():
+    app_id, polysync = "0d8c7a31-1111-4111-8111-0000000000a9", "5e1b7c2d-2222-4222-8222-00000000b0c5"
+    d = deploy(authMode="entra", entraAppClientId=app_id, entraAllowedClientIds=polysync)
+    props = d.resource("appAuth", "auth")["properties"]
+    assert props["platform"]["enabled"] is True
+    assert props["globalValidation"]["unauthenticatedClientAction"] == "Return401"
+    assert props["globalValidation"]["excludedPaths"] == ["/api/health", "/api/signed/*"]
+    aad = props["identityProviders"]["azureActiveDirectory"]
+    assert aad["registration"] == {"openIdIssuer": f"https://login.microsoftonline.com/{DEPLOY_TENANT}/v2.0",
+                                   "clientId": app_id}
+    assert aad["validation"]["defaultAuthorizationPolicy"]["allowedApplications"] == [polysync]
+    assert aad["validation"]["allowedAudiences"] == [app_id, f"api://{app_id}"]
+    assert load_settings(d.app_settings).entra_audiences == (app_id, f"api://{app_id}")
+
+
+def test_key_mode_deploys_easy_auth_disabled():
+    props = deploy().resource("appAuth", "auth")["properties"]
+    assert props["platform"]["enabled"] is False
+    assert props["identityProviders"]["azureActiveDirectory"]["enabled"] is False
+
+
 def test_a_run_url_signing_key_is_always_deployed_and_a_given_one_wins():
     generated = load_settings(deploy().app_settings).run_url_signing_keys
     assert len(generated) == 1 and len(generated[0]) >= 32
@@ -967,6 +988,7 @@ class Evaluation:
                                     "authentication": {"loginEndpoint": "https://login.microsoftonline.com/"}},
             "tenant": lambda: {"tenantId": DEPLOY_TENANT},
             "newGuid": lambda: str(uuid.uuid4()),
+            "split": lambda text, sep: text.split(sep),
             "subscription": lambda: {"subscriptionId": self.subscription, "id": f"/subscriptions/{self.subscription}"},
             "resourceGroup": lambda: {"name": self.resource_group, "location": LOCATION,
                                       "id": f"/subscriptions/{self.subscription}/resourceGroups/{self.resource_group}"},
