@@ -215,7 +215,7 @@ def test_entra_mode_puts_easy_auth_in_front_returning_401_except_health_and_sign
     props = d.resource("appAuth", "auth")["properties"]
     assert props["platform"]["enabled"] is True
     assert props["globalValidation"]["unauthenticatedClientAction"] == "Return401"
-    assert props["globalValidation"]["excludedPaths"] == ["/api/health", "/api/signed/*"]
+    assert props["globalValidation"]["excludedPaths"] == ["/api/health", "/api/signed/*", "/runtime/webhooks/eventgrid"]
     aad = props["identityProviders"]["azureActiveDirectory"]
     assert aad["registration"] == {"openIdIssuer": f"https://login.microsoftonline.com/{DEPLOY_TENANT}/v2.0",
                                    "clientId": app_id}

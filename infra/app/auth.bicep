@@ -4,8 +4,9 @@
 // Entra ID token of the allowed client applications (Polysync's service principal) before the
 // Functions host sees it; the app then checks the same token again (shared/auth/entra.py), so a
 // mistake in either layer alone opens nothing. Excluded, because they must work without a token:
-// /api/health (probes) and /api/signed/* (the per-run signed status, run and cancel URLs the app
-// hands out; each carries its own HMAC, checked by the app).
+// /api/health (probes), /api/signed/* (the per-run signed status, run and cancel URLs the app
+// hands out; each carries its own HMAC, checked by the app) and /runtime/webhooks/eventgrid
+// (Event Grid delivers submit events there with the host's Event Grid system key).
 //
 // With authMode 'key' the same resource is deployed disabled, so switching back turns it off.
 
@@ -45,6 +46,7 @@ resource auth 'Microsoft.Web/sites/config@2024-04-01' = {
       excludedPaths: [
         '/api/health'
         '/api/signed/*'
+        '/runtime/webhooks/eventgrid'
       ]
     }
     httpSettings: {
