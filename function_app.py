@@ -5,12 +5,18 @@ Importing this module touches no network and loads neither the kubernetes, the a
 Table SDKs: they load at first use, so cold starts stay close to the Functions runtime's own.
 """
 
+import os
+
 import azure.functions as func
 
 from shared.adapters import eventgrid, http
 from shared.adapters.timer import run_sweep
 
-app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+# AUTH_MODE=key: the host checks function keys. AUTH_MODE=entra: the host would refuse a bearer
+# token without a key, so every route is anonymous at the host and the app checks the token
+# itself (shared/auth/access.py). Read once, at import, as the host indexes the functions then.
+ENTRA = (os.environ.get("AUTH_MODE") or "key").strip().lower() == "entra"
+app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS if ENTRA else func.AuthLevel.FUNCTION)
 
 
 @app.route(route="jobs", methods=["GET"])
@@ -64,13 +70,33 @@ def rerun_run(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def health(req: func.HttpRequest) -> func.HttpResponse:
     """Liveness, for anyone: a constant answer, no outbound call."""
-    return http.handle(req, http.liveness)
+    return http.handle(req, http.liveness, public=True)
 
 
 @app.route(route="ready", methods=["GET"])
 def ready(req: func.HttpRequest) -> func.HttpResponse:
     """Readiness (keyed): settings, run table and cluster reachability, cached for a few seconds."""
     return http.handle(req, http.readiness)
+
+
+# The URLs handed out in 202 answers: anonymous at the host in both modes, each opened by its own
+# per-run signature (?sig=) for its verb only, so pollers need no key or token.
+@app.route(route="signed/runs/{runId}/poll", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def poll_run_signed(req: func.HttpRequest) -> func.HttpResponse:
+    """The status URL (statusQueryGetUri, Location): poll without a key."""
+    return http.handle_signed(req, "poll", http.poll_run)
+
+
+@app.route(route="signed/runs/{runId}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def get_run_signed(req: func.HttpRequest) -> func.HttpResponse:
+    """The run document (runUri) without a key."""
+    return http.handle_signed(req, "run", http.get_run)
+
+
+@app.route(route="signed/runs/{runId}/cancel", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+def cancel_run_signed(req: func.HttpRequest) -> func.HttpResponse:
+    """cancelPostUri / terminatePostUri: cancel this run without a key."""
+    return http.handle_signed(req, "cancel", http.cancel_run)
 
 
 @app.timer_trigger(schedule="%SWEEP_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=False)

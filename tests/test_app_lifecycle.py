@@ -22,7 +22,7 @@ def test_discover_submit_and_follow_a_run_to_success(app):
     run = answer.json
     run_id = run["runId"]
     assert run["status"] == "Starting"
-    assert answer.header("Location").endswith(f"/api/runs/{run_id}/poll")
+    assert f"/api/signed/runs/{run_id}/poll?" in answer.header("Location")
     assert answer.header("Retry-After")
     assert run["statusQueryGetUri"] == answer.header("Location")
     job = app.sim.get("jobs", "default", run_id)
@@ -177,7 +177,7 @@ def test_poll_route_follows_the_asynchronous_pattern(app):
     cancelled = _submit(app, "ok").json["runId"]
     poll = app.get(f"/api/runs/{ok}/poll")
     assert poll.status == 202
-    assert poll.header("Location").endswith(f"/api/runs/{ok}/poll")
+    assert f"/api/signed/runs/{ok}/poll?" in poll.header("Location")
     assert int(poll.header("Retry-After")) > 0
     assert poll.json["runtimeStatus"] == "Pending"
     app.post(f"/api/runs/{cancelled}/cancel")

@@ -156,6 +156,12 @@ CORPUS = [
     case("rerun-unknown-field", "POST", "/api/runs/{run}/rerun", 422, field="image", says="Unknown field", body={"image": "evil:latest"}),
     case("rerun-idempotency-key-300-chars", "POST", "/api/runs/{run}/rerun", 422, field="idempotencyKey", says="at most 256", body={"idempotencyKey": "k" * 300}),
     case("rerun-content-type-text", "POST", "/api/runs/{run}/rerun", 415, field="Content-Type", raw=b"{}", headers=TEXT),
+    # ---- the signed routes: the signature is checked before anything else
+    case("signed-poll-without-sig", "GET", "/api/signed/runs/{run}/poll", 401, field="sig", says="not valid"),
+    case("signed-poll-forged-sig", "GET", "/api/signed/runs/{run}/poll?sig=" + "A" * 43, 401, field="sig", says="not valid"),
+    case("signed-run-traversal", "GET", "/api/signed/runs/%2e%2e?sig=x", 401, field="sig", says="not valid"),
+    case("signed-cancel-forged-sig", "POST", "/api/signed/runs/{run}/cancel?namespace=kube-system&sig=" + "B" * 43, 401,
+         field="sig", says="not valid"),
 ]
 
 

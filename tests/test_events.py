@@ -493,7 +493,7 @@ def test_logic_app_chain_starts_the_second_job_only_after_the_first_succeeded():
     for action in (first, second):
         assert action["inputs"]["method"] == "POST"
         assert "/api/jobs/" in action["inputs"]["uri"] and action["inputs"]["uri"].split("?")[0].endswith("/runs")
-        # the poll URL (Location) carries ?code= only when the submit URL did
+        # the submit is authorised by the key; the poll URL (Location) is signed and needs none
         assert "?code=@{encodeUriComponent(parameters('functionKey'))}" in action["inputs"]["uri"]
         # a retried POST must not start a second Job
         assert "idempotencyKey" in action["inputs"]["body"]

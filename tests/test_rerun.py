@@ -65,7 +65,7 @@ def test_a_rerun_after_the_source_job_is_deleted_has_the_same_spec_apart_from_na
     rerun = answer.json
     assert rerun["runId"] != first
     assert (rerun["rerunOf"], rerun["source"], rerun["created"]) == (first, "rerun", True)
-    assert answer.header("Location").endswith(f"/api/runs/{rerun['runId']}/poll")
+    assert f"/api/signed/runs/{rerun['runId']}/poll?" in answer.header("Location")
     assert rerun["parameterChanges"] == [
         {"name": "REPORT_DATE", "change": "overridden", "from": "2026-01-01", "to": "2026-11-26"}]
 

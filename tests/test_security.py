@@ -71,13 +71,16 @@ def concrete(route: str, run_id: str) -> str:
 # ------------------------------------------------------------------------------ auth levels
 
 
-def test_every_route_but_health_is_registered_with_auth_level_function():
+def test_every_route_but_health_and_the_signed_ones_is_registered_with_auth_level_function():
     functions = http_functions()
     routes = {b["route"] for b in functions.values()}
     assert {"jobs", "jobs/{externalId}", "jobs/{externalId}/runs", "runs", "runs/{runId}", "runs/{runId}/poll",
-            "runs/{runId}/cancel", "health"} <= routes
+            "runs/{runId}/cancel", "health", "signed/runs/{runId}/poll", "signed/runs/{runId}",
+            "signed/runs/{runId}/cancel"} <= routes
     for name, binding in functions.items():
-        expected = "anonymous" if binding["route"] == "health" else "function"
+        # The signed routes check their own per-run signature (tests/test_run_access.py).
+        public = binding["route"] == "health" or binding["route"].startswith("signed/")
+        expected = "anonymous" if public else "function"
         assert auth_level(binding) == expected, f"{name} ({binding['route']}) has authLevel {auth_level(binding)}"
 
 
@@ -123,8 +126,9 @@ def test_no_route_reaches_a_namespace_outside_allowed_namespaces(app):
         for method in binding["methods"]:
             method = str(getattr(method, "value", method))
             answer = app.call(method, concrete(binding["route"], run_id) + "?namespace=kube-system", {})
-            assert answer.status == 403, (binding["route"], answer.body)
-            assert answer.json["error"]["field"] == "namespace"
+            # A signed route refuses a link not signed for kube-system before looking any further.
+            expected = (401, "sig") if binding["route"].startswith("signed/") else (403, "namespace")
+            assert (answer.status, answer.json["error"]["field"]) == expected, (binding["route"], answer.body)
     app.sweep()
     assert not [e for e in app.sim.request_log if "/namespaces/kube-system" in e["path"]]
     assert not [e for e in app.sim.request_log if e["method"] in WRITES]

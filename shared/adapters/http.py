@@ -10,6 +10,12 @@ callers all treat a ``200`` from that URL as "finished".
 
 Each route imports its use case module when it runs: the use cases, and the clients they load,
 stay out of the Functions host's start-up, which keeps cold start low.
+
+Who may call is decided before a route runs (``shared.auth.access``): in ``entra`` mode every
+route but liveness needs a bearer token; the status, run and cancel URLs handed out are the signed
+routes (``/api/signed/runs/...``), which need nothing but their own signature. The poll answers
+``202`` with the last state it knew while the run table is briefly unreachable: Polysync fails a
+run on any 4xx or 5xx from the status URL, so a blip must not look like an end.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import json
 import logging
 import threading
 import time
+from collections import OrderedDict
 from urllib.parse import quote, urlsplit
 
 import azure.functions as func
@@ -25,6 +32,7 @@ import azure.functions as func
 from shared import composition, logs
 from shared.adapters import submits
 from shared.adapters.submits import EXTERNAL_ID, EXTERNAL_ID_RULE, RUN_ID, is_text, shown_path
+from shared.auth import access, signing
 from shared.errors import (
     AppError,
     BadRequest,
@@ -49,6 +57,9 @@ from shared.text import json_type
 
 log = logging.getLogger(__name__)
 
+LAST_SEEN_RUNS = 2048  # runs whose last polled state this process keeps for a table outage
+UNREACHABLE_NOTE = ("The run table or the cluster is briefly unreachable: this is the last state known here. "
+                    "The run is not affected; poll again after Retry-After.")
 MAX_BODY_BYTES = 256 * 1024
 # Deeper than this, no submit body is legitimate, and the parsers and encoders after json.loads
 # recurse: a body of 100,000 nested brackets must be a 400, not a RecursionError (500).
@@ -68,16 +79,35 @@ RUNTIME_STATUS = {
 # ------------------------------------------------------------------ plumbing
 
 
-def handle(req: func.HttpRequest, action) -> func.HttpResponse:
-    """Run ``action(req)`` with a correlation id, mapping every error to a JSON answer."""
+def handle(req: func.HttpRequest, action, *, public: bool = False) -> func.HttpResponse:
+    """Run ``action(req)`` with a correlation id, mapping every error to a JSON answer.
+
+    Unless ``public``, the caller is checked first (``entra`` mode: the bearer token; ``key`` mode:
+    the host has checked the function key already)."""
     cid = logs.new_correlation_id(req.headers.get("x-correlation-id"))
     with logs.correlation(cid):
         try:
+            if not public:
+                access.check_caller(get_settings(), req.headers.get("authorization"))
             response = action(req)
         except Exception as exc:  # the one place every error becomes an answer
             response = answer_error(exc)
         response.headers["x-correlation-id"] = cid
         return response
+
+
+def handle_signed(req: func.HttpRequest, verb: str, action) -> func.HttpResponse:
+    """A signed route: ``action(req)`` once the URL's ``sig`` opens ``verb`` of its run.
+
+    The signature is checked before anything else (before the run id's shape, the namespace or
+    the run is looked at), so every bad link gets the same 401."""
+    def signed(req: func.HttpRequest) -> func.HttpResponse:
+        settings = get_settings()
+        namespace = req.params.get("namespace") or settings.namespace
+        access.check_signed(settings, req.route_params.get("runId") or "", namespace, verb, req.params.get("sig"))
+        return action(req)
+
+    return handle(req, signed, public=True)
 
 
 def answer(body, status: int = 200, headers: dict | None = None) -> func.HttpResponse:
@@ -92,6 +122,7 @@ def answer_error(exc: Exception) -> func.HttpResponse:
         if exc.status >= 500:
             log.error("request failed: %s: %s", type(exc).__name__, exc.message)
         headers = {"Retry-After": str(_retry_after())} if exc.status in (502, 503) else {}
+        headers.update(getattr(exc, "headers", None) or {})  # WWW-Authenticate of a 401 / 403
         return answer(exc.to_body(), exc.status, headers)
     log.exception("internal error")
     return answer({"error": {"code": "internal", "message": "Internal error; see the app's logs for this "
@@ -110,21 +141,26 @@ def _from_kube_error(err: KubeError) -> AppError:
 
 
 def run_links(req: func.HttpRequest, run: Run) -> dict:
-    """Absolute URLs for a run, carrying the caller's ``code`` so pollers are authorised too."""
+    """Absolute, signed URLs for a run: each opens its verb of this run without a key or token."""
+    return signed_links(req, run.run_id, run.namespace)
+
+
+def signed_links(req: func.HttpRequest, run_id: str, namespace: str) -> dict:
     parts = urlsplit(req.url)
-    base = f"{parts.scheme}://{parts.netloc}/api/runs/{quote(run.run_id)}"
-    query = []
-    code = req.params.get("code")
-    if code:
-        query.append(f"code={quote(code)}")
-    if run.namespace != get_settings().namespace:
-        query.append(f"namespace={quote(run.namespace)}")
-    suffix = ("?" + "&".join(query)) if query else ""
+    base = f"{parts.scheme}://{parts.netloc}/api/signed/runs/{quote(run_id)}"
+    settings = get_settings()
+
+    def link(path: str, verb: str) -> str:
+        sig = signing.sign(settings, run_id, namespace, verb)
+        return f"{base}{path}?namespace={quote(namespace)}&sig={sig}"
+
+    poll, cancel = link("/poll", "poll"), link("/cancel", "cancel")
     return {
-        "statusQueryGetUri": f"{base}/poll{suffix}",
-        "statusQueryUrl": f"{base}/poll{suffix}",
-        "runUri": f"{base}{suffix}",
-        "cancelPostUri": f"{base}/cancel{suffix}",
+        "statusQueryGetUri": poll,
+        "statusQueryUrl": poll,
+        "runUri": link("", "run"),
+        "cancelPostUri": cancel,
+        "terminatePostUri": cancel,  # the Durable Functions name of the same thing
     }
 
 
@@ -284,7 +320,8 @@ def submit_run(req: func.HttpRequest) -> func.HttpResponse:
     c = composition.collaborators()
     ns = namespace_of(req, c.settings)
     request = submits.submit_request(json_body(req) or {}, external_id, ns,
-                                     header_key=req.headers.get("idempotency-key"))
+                                     header_key=req.headers.get("idempotency-key"),
+                                     route_values={"externalId": external_id})
     result = submitting.submit(c, request)
     body = run_document(result.run, c.settings)
     body["created"] = result.created
@@ -317,23 +354,77 @@ def get_run(req: func.HttpRequest) -> func.HttpResponse:
 
     run_id = run_id_of(req)
     c = composition.collaborators()
-    return answer(run_document(reading.get_run(c, run_id, _optional_namespace(req, c)), c.settings))
+    run = reading.get_run(c, run_id, _optional_namespace(req, c))
+    return answer({**run_document(run, c.settings), **run_links(req, run)})
+
+
+_last_seen: OrderedDict[str, Run] = OrderedDict()
+_last_seen_lock = threading.Lock()
+
+
+def _remember(run: Run) -> None:
+    with _last_seen_lock:
+        _last_seen[run.run_id] = run
+        _last_seen.move_to_end(run.run_id)
+        while len(_last_seen) > LAST_SEEN_RUNS:
+            _last_seen.popitem(last=False)
+
+
+def _remembered(run_id: str, namespace: str | None) -> Run | None:
+    with _last_seen_lock:
+        run = _last_seen.get(run_id)
+    return run if run is not None and namespace in (None, run.namespace) else None
+
+
+def _briefly_unreachable(err: Exception) -> bool:
+    """A dependency that retrying later may fix (not bad input, not broken settings)."""
+    if isinstance(err, KubeError):
+        return err.retryable or isinstance(err, (KubeUnavailable, KubeTooManyRequests))
+    return isinstance(err, (ServiceUnavailable, UpstreamError))
 
 
 def poll_run(req: func.HttpRequest) -> func.HttpResponse:
-    """The asynchronous pattern: 202 while running, 200 on Success, 409 on Failed or Cancelled."""
+    """The asynchronous pattern: 202 while running, 200 on Success, 409 on Failed or Cancelled,
+    404 for an unknown run - and 202 with the last known state while the table is unreachable."""
     from shared.usecases import reading  # lazy: cold start
 
     run_id = run_id_of(req)
-    c = composition.collaborators()
-    run = reading.get_run(c, run_id, _optional_namespace(req, c))
-    body = run_document(run, c.settings)
+    settings = get_settings()
+    namespace = namespace_of(req, settings) if req.params.get("namespace") else None
+    try:
+        run = reading.get_run(composition.collaborators(), run_id, namespace)
+    except Exception as err:
+        if not _briefly_unreachable(err):
+            raise
+        log.warning("poll of %s answered from the last known state: %s", run_id, getattr(err, "message", err))
+        return _last_known(req, run_id, namespace or settings.namespace, settings)
+    _remember(run)
+    return _poll_answer(req, run, settings)
+
+
+def _poll_answer(req: func.HttpRequest, run: Run, settings, note: str | None = None) -> func.HttpResponse:
+    body = run_document(run, settings)
     body["runtimeStatus"] = RUNTIME_STATUS.get(run.status, "Running")
+    if note:
+        body["note"] = note
     if not run.terminal:
         return accepted(req, run, body)
+    body.update(run_links(req, run))
     if run.status == Status.SUCCESS:
         return answer(body, 200)
     return answer(body, FAILED_RUN_HTTP_STATUS)
+
+
+def _last_known(req: func.HttpRequest, run_id: str, namespace: str, settings) -> func.HttpResponse:
+    run = _remembered(run_id, namespace)
+    if run is not None:
+        return _poll_answer(req, run, settings, UNREACHABLE_NOTE)
+    # Never seen here (another instance answered the earlier polls): still running, as far as
+    # anyone can tell; the next poll will know.
+    links = signed_links(req, run_id, namespace)
+    body = {"runId": run_id, "namespace": namespace, "status": "Unknown", "runtimeStatus": "Running",
+            "note": UNREACHABLE_NOTE, **links}
+    return answer(body, 202, {"Location": links["statusQueryGetUri"], "Retry-After": str(_retry_after())})
 
 
 def cancel_run(req: func.HttpRequest) -> func.HttpResponse:
@@ -346,7 +437,7 @@ def cancel_run(req: func.HttpRequest) -> func.HttpResponse:
     body["cancelled"] = changed
     if not changed:
         body["detail"] = f"Run already finished as {run.status}; nothing was changed"
-        return answer(body, 200)
+        return answer({**body, **run_links(req, run)}, 200)
     return accepted(req, run, body)
 
 

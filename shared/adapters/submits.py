@@ -34,11 +34,14 @@ EXTERNAL_ID_RULE = ("must be a Kubernetes Job name: lowercase letters, digits, '
 # ----------------------------------------------------------------------------------- HTTP
 
 
-def submit_request(body: dict, external_id: str, namespace: str, *, header_key: str | None = None) -> SubmitRequest:
+def submit_request(body: dict, external_id: str, namespace: str, *, header_key: str | None = None,
+                   route_values: dict[str, str] | None = None) -> SubmitRequest:
     """A validated SubmitRequest from an HTTP submit body (``POST /api/jobs/{externalId}/runs``).
 
     The body is ``{"parameters", "attributes", "idempotencyKey"}``, or - Polysync's Azure HTTP
-    Function job type - the parameters alone as the whole body.
+    Function job type - the parameters alone as the whole body. A parameter named like a route
+    value (``route_values``: ``{"externalId": ...}``) is the route's, not the run's: dropped and
+    listed in ``ignored_parameters`` when equal, a ValidationFailed when not.
     """
     if any(k in body for k in SUBMIT_KEYS):
         unknown = sorted(set(body) - set(SUBMIT_KEYS))
@@ -49,7 +52,12 @@ def submit_request(body: dict, external_id: str, namespace: str, *, header_key: 
     else:  # Polysync's Azure HTTP Function job type sends the parameters as the whole body
         raw_params, attributes, key = body, None, None
     key = idempotency_key(header_key if key is None else key)
-    return _request(external_id, namespace, raw_params, attributes, key, where="")
+    request = _request(external_id, namespace, raw_params, attributes, key, where="")
+    if route_values:
+        request.parameters, dropped = jobspec.drop_route_values(request.parameters, route_values,
+                                                                field_prefix="parameters.")
+        request.ignored_parameters = [*request.ignored_parameters, *dropped]
+    return request
 
 
 def rerun_request(body: dict, header_key: str | None) -> tuple[list[jobspec.Parameter], str | None]:

@@ -98,14 +98,14 @@ class EntraVerifier:
 
     def __init__(self, *, tenant_id: str, audiences: tuple[str, ...], allowed_client_ids: tuple[str, ...],
                  authority_host: str = "https://login.microsoftonline.com",
-                 cooldown: float = JWKS_REFRESH_COOLDOWN_SECONDS, leeway: float = LEEWAY_SECONDS,
+                 cooldown: float | None = None, leeway: float = LEEWAY_SECONDS,
                  clock: Callable[[], float] = time.time):
         self.tenant_id = tenant_id.lower()
         self.audiences = tuple(audiences)
         self.allowed_client_ids = frozenset(c.lower() for c in allowed_client_ids)
         self.metadata_url = f"{authority_host.rstrip('/')}/{self.tenant_id}/v2.0/.well-known/openid-configuration"
         self.v1_issuer = f"https://sts.windows.net/{self.tenant_id}/"
-        self.cooldown = cooldown
+        self.cooldown = JWKS_REFRESH_COOLDOWN_SECONDS if cooldown is None else cooldown
         self.leeway = leeway
         self._clock = clock
         self._lock = threading.Lock()

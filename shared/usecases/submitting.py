@@ -92,16 +92,20 @@ def _submit(c: Collaborators, req: SubmitRequest) -> SubmitResult:
             return _resume_if_unconfirmed(c, existing, req)
 
     template, source, source_rv = template_for(c, req.namespace, req.external_id, req.attributes)
-    annotate(template, PARAMETER_CHANGES_ANNOTATION, recorded_parameter_changes(template, req.parameters))
+    # Untyped values are Secrets when the source reads that variable from a Secret or the name says
+    # so (Polysync sends Secrets as plain strings): from here on they are handled as typed ones.
+    parameters = jobspec.infer_secrets(req.parameters, source_job=template,
+                                       patterns=c.settings.secret_parameter_patterns)
+    annotate(template, PARAMETER_CHANGES_ANNOTATION, recorded_parameter_changes(template, parameters))
     run_id = jobspec.run_job_name(req.external_id, req.idempotency_key, reserve=index_reserve(template))
     rendered = jobspec.render_run_job(
         template, run_id=run_id, namespace=req.namespace, external_id=req.external_id,
-        parameters=req.parameters, idempotency_key=req.idempotency_key,
+        parameters=parameters, idempotency_key=req.idempotency_key,
         ttl_seconds_after_finished=c.settings.job_ttl_seconds_after_finished,
         ttl_floor_seconds=c.settings.job_ttl_floor_seconds,
     )
     run = _new_run(c, run_id, req.namespace, req.external_id, rendered, idempotency_key=req.idempotency_key,
-                   parameters=[p.to_record() for p in req.parameters], attributes=req.attributes,
+                   parameters=[p.to_record() for p in parameters], attributes=req.attributes,
                    source=source, source_resource_version=source_rv)
     return _start(c, run, rendered, req.ignored_parameters)
 
@@ -198,10 +202,13 @@ def _resume_if_unconfirmed(c: Collaborators, run: Run, req: SubmitRequest) -> Su
     (same name, so at most one Job); any other state is simply returned."""
     if run.phase == Phase.SUBMITTING and run.rendered_job:
         rendered = jobspec.RenderedRun(job=run.rendered_job, secret=None, spec_hash=run.spec_hash or "")
-        if any(p.data_type == "Secret" for p in req.parameters):
+        # The first attempt rendered inferred Secrets as secretKeyRefs: the same values are Secrets again.
+        parameters = jobspec.infer_secrets(req.parameters, source_job=run.rendered_job,
+                                           patterns=c.settings.secret_parameter_patterns)
+        if any(p.data_type == "Secret" for p in parameters):
             rendered = jobspec.render_run_job(
                 run.rendered_job, run_id=run.run_id, namespace=run.namespace,
-                external_id=run.external_id, parameters=req.parameters,
+                external_id=run.external_id, parameters=parameters,
                 idempotency_key=run.idempotency_key,
                 ttl_seconds_after_finished=c.settings.job_ttl_seconds_after_finished,
                 ttl_floor_seconds=c.settings.job_ttl_floor_seconds)
