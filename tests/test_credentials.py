@@ -27,9 +27,9 @@ import pytest
 import yaml
 from azure.identity import CredentialUnavailableError
 from kubernetes.client import ApiClient, BatchV1Api
-from kubernetes.client.exceptions import ApiException
 
 from shared.kube import credentials
+from shared.kube.client import KubeClient
 from shared.kube.credentials import (
     ADMIN_ROLE,
     AKS_SCOPE,
@@ -44,6 +44,7 @@ from shared.kube.credentials import (
     connector_for,
     forget_connectors,
 )
+from shared.kube.errors import KubeUnauthorized, KubeUnavailable
 from shared.settings import Settings, load_settings
 from tests.fixtures.arm import FakeEntraCredential
 from tools.armstub import FORBIDDEN, LOCAL_ACCOUNTS_DISABLED, NOT_FOUND, THROTTLED, aks_kubeconfig
@@ -88,15 +89,15 @@ def list_jobs(client: ApiClient):
     return BatchV1Api(client).list_namespaced_job(NAMESPACE, _request_timeout=5)
 
 
-def list_jobs_with_refresh(connector: ClusterConnector):
-    """What the Kubernetes facade does: one refresh and one retry after a 401."""
-    client = connector.api_client()
-    try:
-        return list_jobs(client)
-    except ApiException as exc:
-        if exc.status != 401:
-            raise
-        return list_jobs(connector.refresh(client))
+def facade(connector: ClusterConnector) -> KubeClient:
+    """The app's Kubernetes facade over ``connector`` (its own 401 -> refresh -> retry), with the
+    waits between retries recorded instead of slept."""
+    return KubeClient(connector, timeout=5, sleep=lambda _seconds: None)
+
+
+def statuses_of_job_lists(sim) -> list[int | None]:
+    return [e["status"] for e in sim.request_log
+            if e["method"] == "GET" and e["path"] == f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs"]
 
 
 @pytest.fixture
@@ -202,21 +203,24 @@ def test_a_failed_ttl_refetch_keeps_the_working_client_and_tries_again_later(adm
 def test_after_the_cluster_rotates_its_token_one_refetch_makes_the_retry_succeed(admin_cluster, entra):
     stub, sim = admin_cluster
     connector = ClusterConnector(aks_settings(stub), azure_credential=entra)
+    kube = facade(connector)
+    sim.put("jobs", NAMESPACE, {"metadata": {"name": "etl"}, "spec": {"suspend": True}})
+    assert [j["metadata"]["name"] for j in kube.list_jobs(NAMESPACE)] == ["etl"]
     old = connector.api_client()
-    list_jobs(old)
 
     sim.rotate_token()  # from now on ARM's kubeconfig carries the new token too
-    with pytest.raises(ApiException) as rejected:
-        list_jobs(old)
-    assert rejected.value.status == 401
+    sim.reset_counters()
+    assert [j["metadata"]["name"] for j in kube.list_jobs(NAMESPACE)] == ["etl"]
 
-    fresh = connector.refresh(old)
-    list_jobs(fresh)
-    assert fresh is not old
+    assert statuses_of_job_lists(sim) == [401, 200]  # one refused attempt, one retry
     assert connector.arm_requests == 2 and stub.total_requests == 2
-    # Later calls use the new client without another ARM request.
+    fresh = connector.api_client()
+    assert fresh is not old
+    # Later calls use the new client without another ARM request or another 401.
+    sim.reset_counters()
+    kube.list_jobs(NAMESPACE)
+    assert statuses_of_job_lists(sim) == [200]
     assert connector.api_client() is fresh
-    list_jobs_with_refresh(connector)
     assert stub.total_requests == 2
 
 
@@ -259,16 +263,19 @@ def test_a_cluster_that_keeps_refusing_costs_no_arm_call_per_request(admin_clust
     stub.kubeconfig_factory = lambda kind: aks_kubeconfig(kind, sim.url, token="revoked-token")
     clock = FakeClock()
     connector = ClusterConnector(aks_settings(stub), azure_credential=entra, clock=clock)
+    kube = facade(connector)
 
     for _ in range(10):
-        with pytest.raises(ApiException) as rejected:
-            list_jobs_with_refresh(connector)
+        with pytest.raises(KubeUnauthorized) as rejected:
+            kube.list_jobs(NAMESPACE)
         assert rejected.value.status == 401
-    assert stub.total_requests == 2  # the first fetch and one refetch
+        assert "even after they were fetched again" in rejected.value.message
+    assert statuses_of_job_lists(sim) == [401] * 20  # each call: one attempt and exactly one retry
+    assert stub.total_requests == 2  # the first fetch and one refetch: later refreshes wait out a cooldown
 
     clock.advance(credentials.REFRESH_COOLDOWN_SECONDS + 1)
-    with pytest.raises(ApiException):
-        list_jobs_with_refresh(connector)
+    with pytest.raises(KubeUnauthorized):
+        kube.list_jobs(NAMESPACE)
     assert stub.total_requests == 3
 
 
@@ -361,7 +368,10 @@ def test_the_same_cluster_in_user_mode_is_not_refused_for_local_accounts(armstub
     armstub.kubeconfig_factory = lambda kind: aks_kubeconfig(kind, kubesim.url)
     connector = ClusterConnector(aks_settings(armstub, "user"), azure_credential=entra, clock=FakeClock())
 
-    list_jobs(connector.api_client())
+    assert list_jobs(connector.api_client()).items == []
+    assert armstub.requests["user"] == 1 and armstub.requests["admin"] == 0
+    assert entra.calls[AKS_SCOPE] == 1
+    assert kubesim.requests[("GET", "/apis/batch/v1/namespaces/{namespace}/jobs")] == 1
 
 
 @pytest.mark.parametrize(("mode", "role", "action"), [
@@ -473,7 +483,11 @@ def test_kubeconfig_mode_uses_the_named_context(tmp_path, kubesim):
 
 def test_kubeconfig_mode_uses_current_context_without_kubeconfig_context(tmp_path, kubesim):
     path = write_kubeconfig(tmp_path / "config", kubesim.url, kubesim.token, **{"current-context": "sim"})
-    list_jobs(ClusterConnector(file_settings(path)).api_client())
+
+    jobs = list_jobs(ClusterConnector(file_settings(path)).api_client())
+
+    assert jobs.items == []
+    assert kubesim.requests[("GET", "/apis/batch/v1/namespaces/{namespace}/jobs")] == 1
 
 
 def test_kubeconfig_mode_missing_file_names_kubeconfig(tmp_path):
@@ -669,10 +683,10 @@ def test_a_cluster_certificate_not_matching_the_kubeconfig_ca_is_refused(armstub
         client_cert_pem=mtls_cluster["cert_pem"], client_key_pem=mtls_cluster["key_pem"])
     connector = ClusterConnector(aks_settings(armstub), azure_credential=entra)
 
-    with pytest.raises(Exception) as caught:
-        BatchV1Api(connector.api_client()).list_namespaced_job(
-            NAMESPACE, _request_timeout=5)
-    assert "CERTIFICATE_VERIFY_FAILED" in str(caught.value)
+    with pytest.raises(KubeUnavailable) as caught:
+        facade(connector).list_jobs(NAMESPACE)
+    assert caught.value.message == "connection to the cluster failed: SSLError"
+    assert "CERTIFICATE_VERIFY_FAILED" in str(caught.value.__cause__)
     assert mtls_cluster["server"].peer_certs == []
 
 
@@ -710,7 +724,7 @@ def test_no_kubeconfig_token_or_key_reaches_logs_or_disk(armstub, kubesim, entra
     kubesim.revoke_token(admin_token)
     kubesim.accept_token(rotated_token)
     served["token"] = rotated_token
-    list_jobs_with_refresh(admin)
+    facade(admin).list_jobs(NAMESPACE)
     assert admin.arm_requests == 2  # the 401 path, with its refetch, was taken
 
     kubesim.accept_token(entra_token)

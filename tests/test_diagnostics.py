@@ -256,7 +256,9 @@ def test_warning_events_are_the_newest_few_oldest_first():
     events.append({"type": "Normal", "reason": "Pulled", "lastTimestamp": "2026-01-01T00:01:00Z"})
     kept = diagnostics.warning_events(events)
     assert [e["reason"] for e in kept] == [f"R{i}" for i in range(5, 15)]
-    assert json.dumps(kept)  # plain JSON
+    assert kept[0] == {"reason": "R5", "message": "m", "count": 1, "lastSeen": "2026-01-01T00:00:05Z",
+                       "object": "Pod/p"}
+    assert json.loads(json.dumps(kept)) == kept  # plain JSON: survives the round trip unchanged
 
 
 def test_events_api_events_are_counted_from_their_series():

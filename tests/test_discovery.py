@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from shared.errors import NotFound
 from shared.kube import discovery, jobspec
 from shared.kube.client import KubeClient
 from tests.fixtures.app import source_job
@@ -95,10 +96,10 @@ def test_advice_names_the_best_practices_a_source_job_misses(kubesim, kube):
 def test_a_run_job_is_not_a_source_job(kubesim, kube):
     _seed(kubesim, 1, 1)
     run_id = jobspec.run_job_name("source-000", "k0")
-    with pytest.raises(Exception) as caught:
+    with pytest.raises(NotFound) as caught:
         discovery.read_source_job(kube, "default", run_id)
-    assert getattr(caught.value, "status", None) == 404
-    assert "run Job" in str(caught.value)
+    assert (caught.value.status, caught.value.field) == (404, "externalId")
+    assert caught.value.message == f"{run_id!r} is a run Job created by this app, not a source Job"
 
 
 def test_advice_names_a_foreign_managed_by_a_short_ttl_and_env_names_the_cluster_refuses(kubesim, kube):

@@ -1,16 +1,21 @@
-"""The sweep's cost: O(namespaces) Kubernetes requests and no Table writes when nothing changed."""
+"""The sweep's cost, through the timer: O(namespaces) Kubernetes requests, and Table writes only for
+runs whose state changed (one each)."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 from shared.kube import jobspec
 from shared.runs.model import Phase, Run, Status
-from shared.usecases import sweeping
 from tests.fixtures.app import source_job
+
+JOBS_LIST = ("GET", "/apis/batch/v1/namespaces/{namespace}/jobs")
+READS = ("query", "get")
 
 
 def _seed_running_runs(app, count: int) -> list[str]:
     """Runs as a submit leaves them (row + created Job), without paying for `count` submits."""
-    store = app.service.store
+    store = app.store
     now = app.sim.now()
     template = jobspec.clone_source_job(source_job("bulk", {"N": "0"}, scenario="run-forever"))
     ids = []
@@ -26,39 +31,77 @@ def _seed_running_runs(app, count: int) -> list[str]:
     return ids
 
 
-def test_sweep_of_1000_active_runs_costs_at_most_3_kube_requests_and_no_writes_when_unchanged(app):
-    _seed_running_runs(app, 1000)
-    app.sim.advance(5)
-    first = sweeping.sweep(app.service)
-    assert first.runs_seen == 1000
-    assert first.changed == 1000  # Pending -> Running, once each
-
+def _timed_sweep(app) -> tuple[Counter, Counter]:
+    """Fire the timer once; the Kubernetes requests and Table operations it made, by kind."""
     app.sim.reset_counters()
-    second = sweeping.sweep(app.service)
-    assert second.runs_seen == 1000
-    assert second.changed == 0
-    assert second.kube_requests <= 3
-    assert sum(app.sim.requests.values()) == second.kube_requests
-    writes = {op: n for op, n in app.service.store.requests.items() if op not in ("query", "get", "list")}
-    before = dict(writes)
-    sweeping.sweep(app.service)
-    after = {op: n for op, n in app.service.store.requests.items() if op not in ("query", "get", "list")}
-    assert after == before, "an unchanged sweep wrote to the table"
+    table_before = Counter(app.store.requests)
+    app.sweep()
+    return Counter(app.sim.requests), Counter(app.store.requests) - table_before
 
 
-def test_sweep_writes_exactly_one_transition_per_changed_run(app):
+def _writes(table_ops: Counter) -> int:
+    return sum(n for op, n in table_ops.items() if op not in READS)
+
+
+def _statuses(app, run_ids) -> Counter:
+    return Counter((app.run(r)["status"], app.run(r)["phase"]) for r in run_ids)
+
+
+def test_a_steady_sweep_of_1000_active_runs_costs_2_job_list_pages_and_no_table_writes(app):
+    ids = _seed_running_runs(app, 1000)
+    app.sim.advance(5)
+    kube, table = _timed_sweep(app)
+    assert _writes(table) == 1000  # Pending -> Running, one write per run
+    assert kube == {JOBS_LIST: 2}
+
+    kube, table = _timed_sweep(app)
+    assert kube == {JOBS_LIST: 2}  # 1,000 Jobs in two pages of 500; no pod LIST for running Jobs
+    assert _writes(table) == 0, table
+    assert set(table) <= {"query"}
+    assert _statuses(app, ids[:3] + ids[-3:]) == {("Running", "Running"): 6}
+
+
+def test_a_sweep_writes_exactly_one_row_per_changed_run_and_none_for_the_others(app):
+    finishing = [jobspec.run_job_name("bulk", f"key-{i}") for i in range(2)]
+    for run_id in finishing:
+        app.sim.set_scenario(run_id, "succeed:after=20")
+    ids = _seed_running_runs(app, 20)
+    assert ids[:2] == finishing
+    app.sim.advance(5)
+    _timed_sweep(app)
+    assert _statuses(app, ids) == {("Running", "Running"): 20}
+
+    app.sim.advance(60)
+    kube, table = _timed_sweep(app)
+    assert _writes(table) == 2, table  # the two finished runs; the 18 running ones are not written
+    assert kube == {JOBS_LIST: 1}
+    assert _statuses(app, finishing) == {("Success", "Succeeded"): 2}
+    assert _statuses(app, ids[2:]) == {("Running", "Running"): 18}
+    for run_id in finishing:
+        assert [h["phase"] for h in app.run(run_id)["history"]] == ["Running", "Succeeded"]
+
+    kube, table = _timed_sweep(app)  # terminal runs leave the sweep; nothing else changed
+    assert _writes(table) == 0, table
+
+
+def test_a_vanished_job_is_noted_on_its_row_once_then_its_run_is_lost(app):
     ids = _seed_running_runs(app, 20)
     app.sim.advance(5)
-    sweeping.sweep(app.service)
-    # Two runs finish; the rest keep running.
-    for run_id in ids[:2]:
+    _timed_sweep(app)
+    gone = ids[:2]
+    for run_id in gone:
         app.sim.remove("jobs", "default", run_id)
-        job = app.sim.get("jobs", "default", run_id)
-        assert job is None
-    summary = sweeping.sweep(app.service)
-    assert summary.changed == 0  # missing once: noted on the row, not yet Lost
-    summary = sweeping.sweep(app.service)
-    assert summary.changed == 2
-    for run_id in ids[:2]:
-        assert app.run(run_id)["phase"] == "Lost"
-    assert all(app.run(r)["status"] == "Running" for r in ids[2:5])
+
+    kube, table = _timed_sweep(app)  # missing once: noted on each row, not yet Lost
+    assert _writes(table) == 2, table
+    assert kube == {JOBS_LIST: 1}
+    assert _statuses(app, gone) == {("Running", "Running"): 2}
+
+    _timed_sweep(app)  # missing twice: Lost
+    assert _statuses(app, gone) == {("Failed", "Lost"): 2}
+    assert _statuses(app, ids[2:]) == {("Running", "Running"): 18}
+    for run_id in gone:
+        assert [h["phase"] for h in app.run(run_id)["history"]] == ["Running", "Lost"]
+
+    kube, table = _timed_sweep(app)
+    assert _writes(table) == 0, table
