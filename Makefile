@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 AZURITE_DIR := tools/azurite
 
-.PHONY: setup run test lint bench lock
+.PHONY: setup run test lint bench mutation lock
 setup: $(VENV)/.installed $(AZURITE_DIR)/node_modules/.installed
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -43,3 +43,9 @@ LOCK_FLAGS := --quiet --strip-extras --allow-unsafe --no-emit-index-url --no-emi
 lock: $(VENV)/.installed
 	CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile $(LOCK_FLAGS) -o requirements.txt requirements.in
 	CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile $(LOCK_FLAGS) -o requirements-dev.txt requirements-dev.in
+
+# Mutation testing of the pure core (not part of `make test`): see docs/testing.md. mutmut copies the
+# tree into mutants/ and keeps results there, so a re-run only tests mutants whose code changed.
+mutation: setup
+	$(VENV)/bin/mutmut run --max-children 2
+	$(VENV)/bin/mutmut results
