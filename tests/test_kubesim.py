@@ -975,14 +975,16 @@ def test_fault_only_hits_its_method_and_path(kubesim, batch, core):
 
 
 def test_latency_fault_and_global_latency_delay_answers(kubesim, batch):
-    kubesim.inject("GET", r"/jobs$", "latency", seconds=0.2)
+    fault = kubesim.inject("GET", r"/jobs$", "latency", seconds=0.2)
     start = time.monotonic()
     batch.list_namespaced_job(NS)
     assert time.monotonic() - start >= 0.2
+    assert fault.fired == 1
     kubesim.latency = 0.1
     start = time.monotonic()
     batch.list_namespaced_job(NS)
-    assert 0.1 <= time.monotonic() - start < 0.2
+    assert time.monotonic() - start >= 0.1  # lower bounds only: a loaded runner only adds time
+    assert fault.fired == 1  # the one-shot fault is spent: only the global latency applied
 
 
 def test_dropped_connection_reaches_the_client_as_a_transport_error(kubesim, batch):
@@ -994,11 +996,10 @@ def test_dropped_connection_reaches_the_client_as_a_transport_error(kubesim, bat
 
 
 def test_hang_outlasts_a_client_timeout(kubesim, batch):
-    kubesim.inject("GET", r"/jobs$", "hang", seconds=0.6)
-    start = time.monotonic()
-    with pytest.raises(urllib3.exceptions.HTTPError):
+    kubesim.inject("GET", r"/jobs$", "hang", seconds=30)
+    # The client's read timeout ends the wait (a ReadTimeoutError, not the server's abort 30 s later).
+    with pytest.raises(urllib3.exceptions.ReadTimeoutError):
         batch.list_namespaced_job(NS, _request_timeout=0.2)
-    assert time.monotonic() - start < 0.55
 
 
 def test_requests_are_counted_by_method_and_route_template_and_logged(kubesim, batch, core):
