@@ -247,3 +247,9 @@ def test_malformed_auth_settings_are_named(name, value, problem):
     with pytest.raises(SettingsError) as err:
         load_settings({**LOCAL, name: value})
     assert any(p.startswith(problem) for p in err.value.problems), err.value.problems
+
+
+def test_a_v1_token_without_appid_is_not_let_in_by_an_azp(entrastub):
+    token = entrastub.mint(version="1.0", appid=None, azp=POLYSYNC_CLIENT_ID)
+    with pytest.raises(CallerNotAllowed):
+        verifier(entrastub).verify(bearer(token))

@@ -164,3 +164,31 @@ def test_a_secret_value_reaches_only_the_runs_kubernetes_secret(auth, request, c
     assert caplog.records and not leaks(caplog.text)
     if auth == "entra":
         app.host.stop()
+
+
+def test_an_instance_that_never_saw_the_run_answers_202_unknown_through_an_outage(served, tmp_path, monkeypatch):
+    from shared import composition
+    from shared.adapters import http
+
+    own = Azurite(location=tmp_path / "azurite")
+    own.start()
+    try:
+        monkeypatch.setenv("RUNS_TABLE_CONNECTION_STRING", own.connection_string)
+        composition.reset()
+        served.service.clock = served.sim.now
+        served.sim.put("jobs", "default", source_job("nightly-etl", {}, scenario="succeed:after=20"))
+        submitted = caller(served).session.post(f"{served.host.url}/api/jobs/nightly-etl/runs", json={},
+                                                headers={"x-functions-key": FUNCTION_KEY}, timeout=10).json()
+        monkeypatch.setattr(http, "_last_seen", type(http._last_seen)())  # as on another instance
+        own.stop()
+        blind = caller(served).session.get(submitted["statusQueryUrl"], timeout=10)
+        assert blind.status_code == 202 and blind.headers["Retry-After"]
+        doc = blind.json()
+        assert (doc["runId"], doc["status"], doc["runtimeStatus"]) == (submitted["runId"], "Unknown", "Running")
+        assert "note" in doc and doc["statusQueryUrl"] == submitted["statusQueryUrl"]
+        own.restart()
+        served.sim.advance(30)
+        served.sweep()
+        assert caller(served).session.get(submitted["statusQueryUrl"], timeout=10).status_code == 200
+    finally:
+        own.close()

@@ -46,6 +46,16 @@ JWKS_REFRESH_COOLDOWN_SECONDS = 30
 FETCH_TIMEOUT_SECONDS = 10
 REALM = "aks-jobs"
 ALGORITHMS = ["RS256"]
+# Why a decoded token is refused, by PyJWT's exception class (names: jwt loads lazily).
+_REASONS = (
+    ("ExpiredSignatureError", "The token has expired"),
+    ("ImmatureSignatureError", "The token is not valid yet"),
+    ("InvalidAudienceError", "The token is for another audience"),
+    ("InvalidIssuerError", "The token is from another issuer"),
+    ("InvalidSignatureError", "The token's signature does not verify"),
+    ("MissingRequiredClaimError", "The token lacks a required claim"),
+    ("InvalidTokenError", "The token is not valid"),
+)
 
 
 class TokenRejected(Unauthorized):
@@ -180,23 +190,13 @@ class EntraVerifier:
                 issuer=[metadata["issuer"], self.v1_issuer], leeway=self.leeway,
                 options={"require": ["exp", "iss", "aud"]},
             )
-        except jwt.ExpiredSignatureError:
-            raise self._rejected("The token has expired") from None
-        except jwt.ImmatureSignatureError:
-            raise self._rejected("The token is not valid yet") from None
-        except jwt.InvalidAudienceError:
-            raise self._rejected("The token is for another audience") from None
-        except jwt.InvalidIssuerError:
-            raise self._rejected("The token is from another issuer") from None
-        except jwt.InvalidSignatureError:
-            raise self._rejected("The token's signature does not verify") from None
-        except jwt.MissingRequiredClaimError:
-            raise self._rejected("The token lacks a required claim") from None
-        except jwt.InvalidTokenError:
-            raise self._rejected("The token is not valid") from None
+        except jwt.InvalidTokenError as err:
+            # The first matching class names the reason; InvalidTokenError, their base, comes last.
+            reason = next(text for kind, text in _REASONS if isinstance(err, getattr(jwt, kind)))
+            raise self._rejected(reason) from None
         version = str(claims.get("ver") or ("1.0" if claims.get("iss") == self.v1_issuer else "2.0"))
-        client_id = claims.get("appid") if version == "1.0" else claims.get("azp")
-        client_id = str(client_id or claims.get("azp") or claims.get("appid") or "").lower()
+        # v1.0 tokens name the calling application in appid, v2.0 tokens in azp; never the other.
+        client_id = str(claims.get("appid" if version == "1.0" else "azp") or "").lower()
         if client_id not in self.allowed_client_ids:
             log.info("Entra ID token of a caller not allowed: %s", client_id[:64] or "(none)")
             raise CallerNotAllowed(f"The calling application {client_id[:64] or '(unnamed)'} is not in "
