@@ -68,6 +68,13 @@ def fake_az(tmp_path):
     return run
 
 
+def _hook_module():
+    spec = importlib.util.spec_from_file_location("subscribe_submit_events", HOOK)
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    return hook
+
+
 def option(call: list[str], name: str) -> str:
     return call[call.index(name) + 1]
 
@@ -137,12 +144,35 @@ def test_azd_runs_the_hook_after_deploy_and_the_deployment_outputs_everything_it
         assert hooks[platform]["run"].split()[1:] == ["infra/hooks/subscribe_submit_events.py"]
     outputs = deploy().outputs
     provided = set(outputs) | {"AZURE_RESOURCE_GROUP"}  # azd's own environment value
-    spec = importlib.util.spec_from_file_location("subscribe_submit_events", HOOK)
-    hook = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(hook)
+    hook = _hook_module()
     assert set(hook.REQUIRED) == set(ENV) and set(hook.REQUIRED) <= provided
     d = deploy()
     assert outputs["SUBMIT_TOPIC_ID"].endswith(f"/Microsoft.EventGrid/topics/{d.module_params('submitEvents')['name']}")
     container = d.module_params("storage")["deadLetterContainerName"]
     assert outputs["SUBMIT_DEAD_LETTER_CONTAINER_ID"].endswith(
         f"/storageAccounts/{outputs['AZURE_STORAGE_ACCOUNT_NAME']}/blobServices/default/containers/{container}")
+
+
+def test_the_webhook_the_hook_subscribes_passes_event_grids_cloudevents_handshake_and_submits(app):
+    """The URL the hook builds, served the way the Functions host serves it (the dev host): the
+    OPTIONS handshake of a CloudEvents subscription, then a CloudEvent delivered to submit_from_event."""
+    from urllib.parse import urlsplit
+
+    from tests.fixtures.app import FUNCTION_KEY, source_job
+
+    hook = _hook_module()
+    url = urlsplit(hook.webhook_url("https://func-aksjobs-x.azurewebsites.net", FUNCTION_KEY))
+    path = f"{url.path}?{url.query}"
+    status, headers, _ = app.host.dispatch("OPTIONS", path, {"WebHook-Request-Origin": "eventgrid.azure.net"})
+    assert status == 200 and headers["WebHook-Allowed-Origin"] == "eventgrid.azure.net"
+    wrong_key = path.replace(f"code={FUNCTION_KEY}", "code=wrong")
+    assert app.host.dispatch("OPTIONS", wrong_key, {"WebHook-Request-Origin": "eventgrid.azure.net"})[0] == 401
+
+    app.sim.put("jobs", "default", source_job("report"))
+    event = {"specversion": "1.0", "id": "evt-7", "source": "/pipelines/nightly", "type": "Polysync.AksJob.SubmitRun",
+             "datacontenttype": "application/json", "data": {"externalId": "report"}}
+    status, _, _ = app.host.dispatch("POST", path, {"content-type": "application/cloudevents+json"},
+                                     json.dumps(event).encode())
+    assert status == 200
+    runs = app.get("/api/runs").json["runs"]
+    assert [r["externalId"] for r in runs] == ["report"]

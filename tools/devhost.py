@@ -119,7 +119,7 @@ class DevHost:
             def _serve(self):
                 host.serve(self)
 
-            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _serve
 
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._server.daemon_threads = True
@@ -180,8 +180,8 @@ class DevHost:
         parts = urlsplit(path)
         params = dict(parse_qsl(parts.query, keep_blank_values=True))
         headers = {k.lower(): v for k, v in headers.items()}
-        if parts.path == "/runtime/webhooks/eventgrid":
-            return self._dispatch_eventgrid(params, headers, body)
+        if parts.path.lower() == "/runtime/webhooks/eventgrid":  # the host's routes ignore case
+            return self._dispatch_eventgrid(method, params, headers, body)
         if not parts.path.startswith("/api/"):
             return 404, {}, b""
         sub = parts.path[len("/api/"):]
@@ -207,7 +207,7 @@ class DevHost:
         given = params.get("code") or headers.get("x-functions-key") or ""
         return secrets.compare_digest(given.encode(), self.function_key.encode())
 
-    def _dispatch_eventgrid(self, params, headers, body) -> tuple[int, dict, bytes]:
+    def _dispatch_eventgrid(self, method, params, headers, body) -> tuple[int, dict, bytes]:
         """Event Grid's webhook, as the Functions host exposes it for eventGridTrigger functions."""
         import azure.functions as func
 
@@ -216,6 +216,15 @@ class DevHost:
             return 404, {}, b""
         if not self._authorised(params, headers):
             return 401, {}, b""
+        if method.upper() == "OPTIONS":
+            # The CloudEvents abuse-protection handshake Event Grid makes before delivering to a
+            # CloudEvents-schema subscription, answered as the Functions Event Grid extension does
+            # (HttpRequestProcessor.ProcessAsync in Microsoft.Azure.WebJobs.Extensions.EventGrid).
+            if "webhook-request-origin" not in headers:
+                return 400, {}, b""
+            return 200, {"WebHook-Allowed-Origin": "eventgrid.azure.net"}, b""
+        if method.upper() != "POST":
+            return 405, {}, b""
         try:
             events = json.loads(body or b"[]")
         except ValueError:
