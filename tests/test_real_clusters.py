@@ -185,3 +185,30 @@ def test_a_healthy_steady_sweep_lists_no_events(app):
     app.advance(30)
     assert not [key for key in app.sim.requests if "events" in key[1]]
     assert sum(app.sim.requests.values()) == 1  # one LIST of the run Jobs
+
+
+def test_env_names_follow_the_clusters_version_in_submit_and_discovery(app):
+    source = source_job("spaced", {"PLAIN": "1"}, scenario="succeed:after=5")
+    source["spec"]["template"]["spec"]["containers"][0]["env"].append({"name": "MY VAR", "value": "x"})
+    app.sim.put("jobs", "default", source)  # seeded: the strict 1.31 rule would refuse it on create
+    # A 1.31 cluster: the strict rule. Discovery says so, and submit refuses the name - no Job, no row.
+    [described] = [j for j in app.get("/api/jobs").json["jobs"] if j["externalId"] == "spaced"]
+    assert {p["name"]: p.get("validName", True) for p in described["parameters"]} == {"PLAIN": True, "MY VAR": False}
+    refused = app.submit("spaced", {"parameters": {"MY VAR": "y"}})
+    assert refused.status == 422 and refused.json["error"]["field"] == "parameters.MY VAR"
+    assert "is not a valid Kubernetes environment variable name" in refused.json["error"]["message"]
+    assert [j["metadata"]["name"] for j in app.sim.objects("jobs", "default")] == ["spaced"]
+    assert app.get("/api/runs").json["runs"] == []
+
+
+def test_relaxed_env_names_are_accepted_on_a_1_32_cluster(app):
+    app.sim.version = "1.32.1"
+    source = source_job("spaced", {}, scenario="succeed:after=5")
+    source["spec"]["template"]["spec"]["containers"][0]["env"].append({"name": "MY VAR", "value": "x"})
+    app.sim.put("jobs", "default", source)
+    [described] = [j for j in app.get("/api/jobs").json["jobs"] if j["externalId"] == "spaced"]
+    assert all(p.get("validName", True) for p in described["parameters"])
+    run_id = _submit(app, "spaced", {"parameters": {"MY VAR": "y"}})
+    env = app.sim.get("jobs", "default", run_id)["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "MY VAR", "value": "y"} in env
+    assert _until(app, run_id, lambda d: d["status"] == "Success")["phase"] == "Succeeded"

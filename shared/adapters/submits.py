@@ -147,7 +147,9 @@ def _request(external_id: str, namespace: str, raw_params, attributes, key: str 
     with _fields_under(where):
         if attributes:
             _validate_attributes(external_id, attributes)
-        parameters, ignored = jobspec.normalize_parameters(raw_params)
+        # Names only a 1.32+ cluster accepts pass here; the submit use case asks the cluster's
+        # version before it creates anything (the rule discovery applies too).
+        parameters, ignored = jobspec.normalize_parameters(raw_params, relaxed_env_names=True)
     return SubmitRequest(external_id=external_id, namespace=namespace, parameters=parameters,
                          ignored_parameters=ignored, attributes=attributes, idempotency_key=key)
 

@@ -73,6 +73,7 @@ class KubeClient:
         self._sleep = sleep
         self._lock = threading.Lock()
         self.requests: Counter[str] = Counter()  # by verb, e.g. "list_jobs"; for sweep summaries
+        self._version: str | None = None
 
     # ---------------------------------------------------------------- verbs
 
@@ -110,6 +111,14 @@ class KubeClient:
             query["container"] = container
         return self._request("GET", f"{PODS}/{{name}}/log", "read_pod_log", namespace=namespace, name=pod,
                              query=query, accept="text/plain", raw=True)
+
+    def server_version(self) -> str:
+        """The cluster's ``gitVersion`` ("v1.32.4"), asked once per client: the env-name rule
+        depends on it (see ``jobspec.relaxed_env_names``)."""
+        if self._version is None:
+            doc = self._request("GET", "/version", "get_version", namespace="")
+            self._version = str((doc or {}).get("gitVersion") or "")
+        return self._version
 
     def create_secret(self, namespace: str, body: dict) -> dict:
         return self._request("POST", SECRETS, "create_secret", namespace=namespace, body=body)
