@@ -470,6 +470,9 @@ def _exercise_every_facade_verb(kube: KubeClient, sim) -> set[str]:
             "metadata": {"name": "rbac-run", "ownerReferences": [jobspec.secret_owner_reference(job)]},
             "stringData": {"k": "v"}}),
         "delete_job": lambda: kube.delete_job("default", "rbac-run"),
+        # /version is a non-resource URL every authenticated user may read (system:public-info-viewer):
+        # it adds nothing to the Role.
+        "server_version": lambda: kube.server_version(),
     }
     sim.advance(5)
     for call in calls.values():

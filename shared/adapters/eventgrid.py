@@ -13,6 +13,7 @@ from shared import composition, logs
 from shared.adapters.submits import event_id_and_data, submit_request_from_event
 from shared.errors import AppError, Conflict, PermanentConflict
 from shared.kube.errors import KubeError, KubeNotFound
+from shared.kube.jobspec import relaxed_env_names
 from shared.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -31,8 +32,10 @@ def handle_submit_event(event) -> None:
     shown_id = _safe_event_id(event)
     with logs.correlation(logs.new_correlation_id(shown_id)):
         try:
-            request = submit_request_from_event(event, get_settings())
-            result = submitting.submit(composition.collaborators(), request)
+            c = composition.collaborators()
+            request = submit_request_from_event(
+                event, get_settings(), relaxed_env_names=lambda: relaxed_env_names(c.kube.server_version()))
+            result = submitting.submit(c, request)
         except Exception as exc:
             if _is_invalid(exc):
                 field = getattr(exc, "field", None)

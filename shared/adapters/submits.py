@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from shared.errors import AppError, Forbidden, NotFound, ValidationFailed
@@ -35,7 +35,8 @@ EXTERNAL_ID_RULE = ("must be a Kubernetes Job name: lowercase letters, digits, '
 
 
 def submit_request(body: dict, external_id: str, namespace: str, *, header_key: str | None = None,
-                   route_values: dict[str, str] | None = None) -> SubmitRequest:
+                   route_values: dict[str, str] | None = None,
+                   relaxed_env_names: bool | Callable[[], bool] = False) -> SubmitRequest:
     """A validated SubmitRequest from an HTTP submit body (``POST /api/jobs/{externalId}/runs``).
 
     The body is ``{"parameters", "attributes", "idempotencyKey"}``, or - Polysync's Azure HTTP
@@ -52,7 +53,8 @@ def submit_request(body: dict, external_id: str, namespace: str, *, header_key: 
     else:  # Polysync's Azure HTTP Function job type sends the parameters as the whole body
         raw_params, attributes, key = body, None, None
     key = idempotency_key(header_key if key is None else key)
-    request = _request(external_id, namespace, raw_params, attributes, key, where="")
+    request = _request(external_id, namespace, raw_params, attributes, key, where="",
+                       relaxed_env_names=relaxed_env_names)
     if route_values:
         request.parameters, dropped = jobspec.drop_route_values(request.parameters, route_values,
                                                                 field_prefix="parameters.")
@@ -74,7 +76,8 @@ def rerun_request(body: dict, header_key: str | None) -> tuple[list[jobspec.Para
 # ---------------------------------------------------------------------------- Event Grid
 
 
-def submit_request_from_event(event, settings: Settings) -> SubmitRequest:
+def submit_request_from_event(event, settings: Settings, *,
+                              relaxed_env_names: bool | Callable[[], bool] = False) -> SubmitRequest:
     """A validated SubmitRequest from an Event Grid submit event.
 
     ``data`` is ``{"externalId", "parameters"?, "attributes"?, "namespace"?}`` (a JSON string is
@@ -96,7 +99,8 @@ def submit_request_from_event(event, settings: Settings) -> SubmitRequest:
     namespace = namespace or settings.namespace
     if namespace not in settings.allowed_namespaces:
         raise Forbidden(f"Namespace {namespace!r} is not in ALLOWED_NAMESPACES", field="data.namespace")
-    return _request(external_id, namespace, data.get("parameters"), data.get("attributes"), key, where="data.")
+    return _request(external_id, namespace, data.get("parameters"), data.get("attributes"), key, where="data.",
+                    relaxed_env_names=relaxed_env_names)
 
 
 def event_id_and_data(event) -> tuple[object, object]:
@@ -134,7 +138,7 @@ def _event_data(data) -> dict:
 
 
 def _request(external_id: str, namespace: str, raw_params, attributes, key: str | None, *,
-             where: str) -> SubmitRequest:
+             where: str, relaxed_env_names: bool | Callable[[], bool] = False) -> SubmitRequest:
     """The SubmitRequest both entry points build; ``where`` prefixes every field named in an error."""
     attributes = {} if attributes is None else attributes  # only null means none: [] or "" is a mistake
     if not isinstance(attributes, dict):
@@ -147,9 +151,8 @@ def _request(external_id: str, namespace: str, raw_params, attributes, key: str 
     with _fields_under(where):
         if attributes:
             _validate_attributes(external_id, attributes)
-        # Names only a 1.32+ cluster accepts pass here; the submit use case asks the cluster's
-        # version before it creates anything (the rule discovery applies too).
-        parameters, ignored = jobspec.normalize_parameters(raw_params, relaxed_env_names=True)
+        # A name only a 1.32+ cluster accepts asks the cluster's version (the rule discovery uses).
+        parameters, ignored = jobspec.normalize_parameters(raw_params, relaxed_env_names=relaxed_env_names)
     return SubmitRequest(external_id=external_id, namespace=namespace, parameters=parameters,
                          ignored_parameters=ignored, attributes=attributes, idempotency_key=key)
 

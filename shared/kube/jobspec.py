@@ -33,7 +33,7 @@ import math
 import os
 import re
 import shlex
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from shared.errors import NotFound, ValidationFailed
@@ -242,13 +242,17 @@ class _RawItem:
     direction: object = None
 
 
-def normalize_parameters(raw: object, *, relaxed_env_names: bool = False) -> tuple[list[Parameter], list[str]]:
+def normalize_parameters(raw: object, *, relaxed_env_names: bool | Callable[[], bool] = False
+                         ) -> tuple[list[Parameter], list[str]]:
     """Validate a run's parameter set; return (parameters to send, names of ignored Output items).
 
     ``raw`` is None, an object ``{NAME: value}`` (the flat shape Polysync's Azure HTTP Function job
     type sends) or a list of ``{"name", "value", "dataType"?, "direction"?}``. Every problem is a
     ValidationFailed whose ``field`` points at the item (``parameters[3].name``,
-    ``parameters.MY VAR``), raised before anything is sent to the cluster.
+    ``parameters.MY VAR``), raised before anything is sent to the cluster. ``relaxed_env_names``
+    is the cluster's env-name rule (``relaxed_env_names(version)``), or a function that tells it,
+    called at most once and only for a name the strict rule refuses (so a submit with ordinary
+    names never asks the cluster its version).
 
     Long on purpose: the two wire shapes (object and list) and every per-item rule are checked in one
     pass, so the first problem found is the one named, with its exact field path.
@@ -277,6 +281,13 @@ def normalize_parameters(raw: object, *, relaxed_env_names: bool = False) -> tup
             items.append(_RawItem(where, f"{where}.name", f"{where}.value", item["name"], item.get("value"),
                                   item.get("dataType"), item.get("direction")))
 
+    rule: dict[str, bool] = {}
+
+    def relaxed() -> bool:
+        if "relaxed" not in rule:
+            rule["relaxed"] = bool(relaxed_env_names() if callable(relaxed_env_names) else relaxed_env_names)
+        return rule["relaxed"]
+
     sent: list[Parameter] = []
     ignored: list[str] = []
     seen: set[str] = set()
@@ -294,7 +305,7 @@ def normalize_parameters(raw: object, *, relaxed_env_names: bool = False) -> tup
             # AKS Jobs have no outputs (the seed): not sent, not validated as an env name.
             ignored.append(name)
             continue
-        validate_env_name(name, nf, relaxed=relaxed_env_names)
+        validate_env_name(name, nf, relaxed=bool(env_name_problem(name)) and relaxed())
         if dt == "Secret" and len(name) > MAX_SECRET_KEY_CHARS:
             raise ValidationFailed(f"Secret parameter {_shown(name)} has a name longer than "
                                    f"{MAX_SECRET_KEY_CHARS} characters (it becomes a Secret key)", field=nf)

@@ -80,19 +80,7 @@ def _measured(work: Callable[[], SubmitResult]) -> SubmitResult:
         telemetry.submit_finished(time.perf_counter() - started, outcome)
 
 
-def check_env_names(c: Collaborators, parameters: list[jobspec.Parameter]) -> None:
-    """Refuse parameter names the cluster's Kubernetes version does not accept as env var names.
-    Strict names (valid everywhere) cost nothing; only a relaxed one (1.32+) asks the cluster's
-    version, once per client."""
-    relaxed_only = [p.name for p in parameters if jobspec.env_name_problem(p.name) is not None]
-    if not relaxed_only or jobspec.relaxed_env_names(c.kube.server_version()):
-        return
-    name = relaxed_only[0]
-    jobspec.validate_env_name(name, f"parameters.{name}")  # raises ValidationFailed with the strict rule
-
-
 def _submit(c: Collaborators, req: SubmitRequest) -> SubmitResult:
-    check_env_names(c, req.parameters)
     if req.idempotency_key:
         existing = c.store.get_run_by_idempotency_key(req.namespace, req.idempotency_key)
         if existing is not None:
