@@ -28,14 +28,19 @@ from pathlib import Path
 from bench.reporting import judge, render
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULTS = {"sizes": "100,1000,5000", "history": 50_000, "submits": 200}
-QUICK = {"sizes": "100,1000", "history": 5_000, "submits": 50}
+DEFAULTS = {"sizes": "100,1000,5000", "mass_sizes": "1000,5000", "history": 50_000, "submits": 200}
+QUICK = {"sizes": "100,1000", "mass_sizes": "1000", "history": 5_000, "submits": 50}
+SECTIONS = ("cold", "sweep", "mass", "history", "submit", "credentials")
 BASELINE_REPEATS_ABOVE = 1000  # above this N the baseline is timed once (it takes seconds per sweep)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", help=f"active runs per sweep, comma-separated (default {DEFAULTS['sizes']})")
+    parser.add_argument("--mass-sizes", help=f"runs changing at once, batched vs per-run writes, comma-separated "
+                                             f"(default {DEFAULTS['mass_sizes']}; 0 skips)")
+    parser.add_argument("--only", help="comma-separated sections to run (cold,sweep,mass,history,submit,"
+                                       "credentials); default all")
     parser.add_argument("--history", type=int, help=f"finished runs for the history figure (default "
                                                     f"{DEFAULTS['history']:,})")
     parser.add_argument("--history-active", type=int, default=100, help="active runs beside the history")
@@ -55,8 +60,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             setattr(args, name, value)
     try:
         args.sizes = [int(s) for s in str(args.sizes).split(",") if s.strip()]
+        args.mass_sizes = [int(s) for s in str(args.mass_sizes).split(",") if s.strip() and int(s) > 0]
     except ValueError:
-        parser.error("--sizes takes whole numbers separated by commas, e.g. 100,1000,5000")
+        parser.error("--sizes and --mass-sizes take whole numbers separated by commas, e.g. 100,1000,5000")
+    args.only = set(SECTIONS if not args.only else (s.strip() for s in args.only.split(",") if s.strip()))
+    if args.only - set(SECTIONS):
+        parser.error(f"--only takes sections among {', '.join(SECTIONS)}")
     for name in ("history", "history_active", "submits", "repeats", "credential_ops", "cold_start_runs"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -95,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from bench.cold_start import cold_start_figures
     from bench.credentials import credential_figures
+    from bench.mass import mass_change_figures
     from bench.submitting import submit_figures
     from bench.sweeping import history_figures, sweep_figures
     from bench.world import started_world
@@ -119,24 +129,34 @@ def main(argv: list[str] | None = None) -> int:
         load[section] = round(os.getloadavg()[0], 2)
         progress(message)
 
-    begin("cold start", f"cold start: {args.cold_start_runs} fresh processes per import")
-    figures["coldStart"] = cold_start_figures(args.cold_start_runs)
+    if "cold" in args.only:
+        begin("cold start", f"cold start: {args.cold_start_runs} fresh processes per import")
+        figures["coldStart"] = cold_start_figures(args.cold_start_runs)
 
     with tempfile.TemporaryDirectory(prefix="aksjobs-bench-") as workdir, \
             started_world(args.latency, Path(workdir)) as world:
-        figures["sweep"] = []
-        for runs in args.sizes:
-            begin(f"sweep N={runs}", f"sweep: seeding {runs:,} active runs, then our sweeps and the baseline's")
-            baseline_repeats = args.repeats if runs <= BASELINE_REPEATS_ABOVE else 1
-            figures["sweep"].append(sweep_figures(world, runs, repeats=args.repeats,
-                                                  baseline_repeats=baseline_repeats))
-        begin("history", f"history: {args.history:,} finished runs beside {args.history_active:,} active ones "
-                         "(seeding takes a while: Azurite scans the whole partition on every insert)")
-        figures["history"] = history_figures(world, args.history_active, args.history)
-        begin("submit", f"submit: {args.submits} submits")
-        figures["submit"] = submit_figures(world, args.submits)
-        begin("credentials", f"credentials: {args.credential_ops:,} operations, twice")
-        figures["credentials"] = credential_figures(world, args.credential_ops)
+        if "sweep" in args.only:
+            figures["sweep"] = []
+            for runs in args.sizes:
+                begin(f"sweep N={runs}", f"sweep: seeding {runs:,} active runs, then our sweeps and the baseline's")
+                baseline_repeats = args.repeats if runs <= BASELINE_REPEATS_ABOVE else 1
+                figures["sweep"].append(sweep_figures(world, runs, repeats=args.repeats,
+                                                      baseline_repeats=baseline_repeats))
+        if "mass" in args.only and args.mass_sizes:
+            figures["massChange"] = []
+            for runs in args.mass_sizes:
+                begin(f"mass change N={runs}", f"mass change: {runs:,} runs changing at once, batched, then per run")
+                figures["massChange"].append(mass_change_figures(world, runs))
+        if "history" in args.only:
+            begin("history", f"history: {args.history:,} finished runs beside {args.history_active:,} active "
+                             "ones (seeding takes a while: Azurite scans the whole partition on every insert)")
+            figures["history"] = history_figures(world, args.history_active, args.history)
+        if "submit" in args.only:
+            begin("submit", f"submit: {args.submits} submits")
+            figures["submit"] = submit_figures(world, args.submits)
+        if "credentials" in args.only:
+            begin("credentials", f"credentials: {args.credential_ops:,} operations, twice")
+            figures["credentials"] = credential_figures(world, args.credential_ops)
 
     figures["elapsedSeconds"] = round(time.perf_counter() - started, 1)
     targets = judge(figures, figures["functionTimeoutSeconds"])

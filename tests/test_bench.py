@@ -2,8 +2,8 @@
 
 Not a timed test: nothing here asserts a duration or a speed-up. It proves the script still starts
 Azurite and the simulator, drives the app's real code paths, and that its counts say what the
-design promises at this size (one LIST for 20 runs, one write per changed run, no write when
-nothing changed, 1 read + 1 create per submit, one ARM call per TTL, no heavy SDK on import).
+design promises at this size (one LIST for 20 runs, one transaction for 20 changed runs, no write
+when nothing changed, 1 read + 1 create per submit, one ARM call per TTL, no heavy SDK on import).
 """
 
 from __future__ import annotations
@@ -15,24 +15,29 @@ from bench import run
 
 def test_bench_run_prints_sane_figures_for_tiny_sizes(tmp_path, capsys):
     figures_path = tmp_path / "figures.json"
-    status = run.main(["--sizes", "20", "--history", "200", "--submits", "10", "--credential-ops", "12",
+    status = run.main(["--sizes", "20", "--mass-sizes", "20", "--history", "200", "--submits", "10", "--credential-ops", "12",
                        "--cold-start-runs", "1", "--repeats", "1", "--json", str(figures_path)])
 
     assert status == 0
     printed = capsys.readouterr().out
-    for section in ("SWEEP", "HISTORY", "SUBMIT", "CREDENTIALS", "COLD START", "TARGETS"):
+    for section in ("SWEEP", "MASS CHANGE", "HISTORY", "SUBMIT", "CREDENTIALS", "COLD START", "TARGETS"):
         assert section in printed
 
     figures = json.loads(figures_path.read_text())
     [sweep] = figures["sweep"]
     assert sweep["runs"] == 20
-    assert sweep["first"]["changed"] == 20 and sweep["first"]["tableWrites"] == 20
+    assert sweep["first"]["changed"] == 20 and sweep["first"]["tableWrites"] == 1  # 60 operations, one transaction
     assert sweep["first"]["kubeRequests"] == sweep["steady"]["kubeRequests"] == 1
     assert sweep["steady"]["kubeRequestsCounted"] == 1  # the facade and the simulator agree
     assert sweep["steady"]["changed"] == 0 and sweep["steady"]["tableWrites"] == 0
     assert sweep["baseline"]["kubeRequests"] == 20 and sweep["baseline"]["differing"] == 0
     assert sweep["ratios"]["kubeRequests"] == 20
     assert sweep["steady"]["wallMs"] > 0 and sweep["steady"]["tracedPeakKiB"] > 0
+
+    [mass] = figures["massChange"]
+    assert mass["batched"]["changed"] == mass["perRun"]["changed"] == 20
+    assert (mass["batched"]["tableReads"], mass["batched"]["tableWrites"]) == (1, 1)  # markers, one transaction
+    assert (mass["perRun"]["tableReads"], mass["perRun"]["tableWrites"]) == (21, 20)  # + a read and a save per run
 
     history = figures["history"]
     assert history["finished"] == 200 and history["with"]["tableReads"] == history["without"]["tableReads"]

@@ -334,19 +334,16 @@ def test_azurite_stopped_mid_sweep_and_started_again_loses_no_transition(app, ap
     app.sim.advance(5)  # every Job now has a running pod: the next sweep has six writes to make
 
     store = app.service.store
-    real_save = store.save
-    saved: list[str] = []
+    real_save_many = store.save_many
 
-    def save_until_the_table_goes(run, **kw):
-        saved.append(run.run_id)
-        if len(saved) == 3:
-            private_azurite.stop()  # the third write (and any still in flight) meets a dead table
-        return real_save(run, **kw)
+    def save_after_the_table_goes(namespace, changes, **kw):
+        private_azurite.stop()  # the sweep's transactions meet a dead table
+        return real_save_many(namespace, changes, **kw)
 
-    monkeypatch.setattr(store, "save", save_until_the_table_goes)
+    monkeypatch.setattr(store, "save_many", save_after_the_table_goes)
     with pytest.raises(ServiceUnavailable):
         app.sweep()
-    monkeypatch.setattr(store, "save", real_save)
+    monkeypatch.setattr(store, "save_many", real_save_many)
     jobs_before = len(run_jobs(app.sim))
     during = app.submit("etl", {})  # the row comes before the Job: no row, no Job
     assert during.status == 503
@@ -354,8 +351,8 @@ def test_azurite_stopped_mid_sweep_and_started_again_loses_no_transition(app, ap
     assert len(run_jobs(app.sim)) == jobs_before
     private_azurite.restart()  # same port, same data
 
-    # The sweep writes runs concurrently: whichever writes landed before the stop survived it
-    # whole (Running); the others are untouched (Pending). Nothing is half-written.
+    # The sweep writes runs in transactions: whichever landed before the stop survived it whole
+    # (Running); the others are untouched (Pending). Nothing is half-written.
     phases_after_restart = [app.run(run_id)["phase"] for run_id in run_ids]
     assert set(phases_after_restart) <= {"Running", "Pending"}
     assert "Pending" in phases_after_restart

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.kube.status import MAX_MESSAGE_CHARS, decode_job_status
+from shared.kube.status import MAX_MESSAGE_CHARS, decode_job_status, job_for_decoding, pod_for_decoding
 from shared.runs.model import Phase, RunState, Status
 
 NOW = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -66,9 +66,15 @@ def pod(name: str = "nightly-etl-abcdefghij-x7k2p", *, phase: str = "Pending", c
 
 
 def decode(j, pods=(), **kw) -> RunState:
+    """The decoded state; every case also proves that what the sweep keeps of a listed Job and its
+    pods (``job_for_decoding``, ``pod_for_decoding``) decodes to the very same state."""
     kw.setdefault("now", NOW)
     kw.setdefault("stall_after_seconds", STALL)
-    return decode_job_status(j, pods, **kw)
+    state = decode_job_status(j, pods, **kw)
+    trimmed_pods = [pod_for_decoding(p) if isinstance(p, dict) else p for p in pods]
+    trimmed = decode_job_status(None if j is None else job_for_decoding(j), trimmed_pods, **kw)
+    assert trimmed == state, f"the trimmed Job decodes to {trimmed}, the whole Job to {state}"
+    return state
 
 
 def triple(state: RunState) -> tuple:

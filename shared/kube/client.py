@@ -95,11 +95,15 @@ class KubeClient:
                        continue_token: str | None = None) -> tuple[list[dict], str | None]:
         return self._list_page(JOBS, "list_jobs", namespace, label_selector, None, limit, continue_token)
 
-    def list_jobs(self, namespace: str, *, label_selector: str | None = None, limit: int = 500) -> list[dict]:
-        return list(self._list_all(JOBS, "list_jobs", namespace, label_selector, None, limit))
+    def list_jobs(self, namespace: str, *, label_selector: str | None = None, limit: int = 500,
+                  keep: Callable[[dict], dict] | None = None) -> list[dict]:
+        """Every Job matching, page by page; ``keep(job)``, when given, is what is kept of each
+        (applied to each page as it arrives, so a long list never holds whole Jobs)."""
+        return list(self._list_all(JOBS, "list_jobs", namespace, label_selector, None, limit, keep))
 
-    def list_pods(self, namespace: str, *, label_selector: str | None = None, limit: int = 500) -> list[dict]:
-        return list(self._list_all(PODS, "list_pods", namespace, label_selector, None, limit))
+    def list_pods(self, namespace: str, *, label_selector: str | None = None, limit: int = 500,
+                  keep: Callable[[dict], dict] | None = None) -> list[dict]:
+        return list(self._list_all(PODS, "list_pods", namespace, label_selector, None, limit, keep))
 
     def list_events(self, namespace: str, *, field_selector: str | None = None, limit: int = 500) -> list[dict]:
         return list(self._list_all(EVENTS, "list_events", namespace, None, field_selector, limit))
@@ -136,7 +140,7 @@ class KubeClient:
         doc = self._request("GET", path, verb, namespace=namespace, query=query)
         return list(doc.get("items") or []), (doc.get("metadata") or {}).get("continue") or None
 
-    def _list_all(self, path, verb, namespace, label_selector, field_selector, limit) -> Iterator[dict]:
+    def _list_all(self, path, verb, namespace, label_selector, field_selector, limit, keep=None) -> Iterator[dict]:
         """Every item, page by page. An expired continue token (410) restarts from the first page,
         a bounded number of times, so a caller sees one consistent list, never a half."""
         for attempt in range(MAX_LIST_RESTARTS + 1):
@@ -146,7 +150,8 @@ class KubeClient:
                 while True:
                     page, token = self._list_page(path, verb, namespace, label_selector, field_selector,
                                                   limit, token)
-                    items.extend(page)
+                    items.extend(page if keep is None else map(keep, page))
+                    del page
                     if not token:
                         return iter(items)
             except KubeGone:

@@ -54,7 +54,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from shared.kube.jobspec import is_kueue_managed, kueue_queue_name
+from shared.kube.jobspec import KUEUE_QUEUE_LABEL, RUN_ID_LABEL, is_kueue_managed, kueue_queue_name
 from shared.runs.model import Phase, RunState, Status
 from shared.text import trim
 
@@ -442,3 +442,44 @@ def _progress_note(job: dict) -> str:
     if progress.get("failed"):
         note += f", failed {progress['failed']} ({progress['failedIndexes']})"
     return note
+
+# ------------------------------------------------------------------------------ trimmed listings
+
+_JOB_SPEC_READ = ("suspend", "managedBy", "backoffLimit", "backoffLimitPerIndex", "completionMode", "completions")
+_POD_STATUS_READ = ("phase", "conditions", "initContainerStatuses", "containerStatuses")
+
+
+def job_for_decoding(job: dict) -> dict:
+    """What ``decode_job_status`` (and a sweep matching Jobs to runs) reads of a listed Job: its
+    name, the run-id and Kueue queue label/annotation, ``spec.suspend``/``managedBy``/
+    ``backoffLimit`` and ``status``. A sweep keeps only this of each Job of a 500-item page, so its
+    memory follows the runs, not the size of their pod templates. Decoding it gives the same state
+    as decoding the whole Job."""
+    meta = _mapping(job.get("metadata"))
+    spec = _mapping(job.get("spec"))
+    trimmed: dict = {"metadata": {"name": meta.get("name"),
+                                  "labels": _picked(meta.get("labels"), (RUN_ID_LABEL, KUEUE_QUEUE_LABEL)),
+                                  "annotations": _picked(meta.get("annotations"), (KUEUE_QUEUE_LABEL,))},
+                     "spec": _picked(spec, _JOB_SPEC_READ)}
+    if "status" in job:
+        trimmed["status"] = job["status"]
+    return trimmed
+
+
+def pod_for_decoding(pod: dict) -> dict:
+    """What ``decode_job_status`` and the sweep read of a listed pod (name, run-id label,
+    creation and deletion timestamps, phase, conditions, container statuses)."""
+    meta = _mapping(pod.get("metadata"))
+    return {"metadata": {**_picked(meta, ("name", "creationTimestamp", "deletionTimestamp")),
+                         "labels": _picked(meta.get("labels"), (RUN_ID_LABEL,))},
+            "status": _picked(pod.get("status"), _POD_STATUS_READ)}
+
+
+def _mapping(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _picked(mapping, keys: tuple[str, ...]) -> dict:
+    if not isinstance(mapping, dict):
+        return {}
+    return {k: mapping[k] for k in keys if k in mapping}

@@ -12,9 +12,12 @@ Table design (one table, ``settings.runs_table_name``; every row of a run in one
   datetimes as timezone-aware UTC datetimes, status and phase as their strings. The row's ETag
   is ``Run.etag``; every update is conditional on it.
 - ``active|{run_id}``: the active marker. It exists while the run is not terminal and mirrors
-  what the sweep compares (status, phase, reason, message, cancel_requested_at, missing_sweeps,
-  created_at, external id, job name), so the sweep's read is one range query over ``active|``:
-  O(active runs), whatever the number of finished runs.
+  the run's state columns (status, phase, reason, message, timestamps, history,
+  cancel_requested_at, missing_sweeps, external id, job name), so the sweep's read is one range
+  query over ``active|``: O(active runs), whatever the number of finished runs. Every write of an
+  active run's row rewrites its marker in the same batch, so the marker's ETag changes exactly
+  when the run row does: ``save_many`` guards a change decided from a marker with the marker's
+  ETag and merges only the state columns into the run row, without reading the run row at all.
 - ``time|{9999999999999 - created_at epoch ms, 13 digits}|{run_id}``: the time index (run id,
   external id, status, phase, created_at). Row keys sort ascending, so this range lists runs
   newest first, filtered server-side by status and external id.
@@ -25,6 +28,10 @@ Table design (one table, ``settings.runs_table_name``; every row of a run in one
 ``create_run`` inserts run row, marker, time row and claim in one batch: a second submit with the
 same key fails the whole batch with 409, and nothing of the loser is written. ``save`` replaces the
 run row under If-Match and upserts (or deletes) the marker and the time row in the same batch.
+``save_many`` saves many runs' state changes of one partition in entity group transactions (up to
+100 operations and well under the 4 MiB request limit each), one run's rows never split between
+two; a transaction refused with 412 or 404 is retried run by run, and only the runs that lose
+again are reported stale.
 ``list_runs`` answers from the time index alone, as summary dicts in the run document's JSON
 words (``runId``, ``externalId``, ``status``, ``phase``, ``createdAt``...). A run's ``created_at``
 and ``external_id`` never change after ``create_run``: the time row's key depends on them.
@@ -55,7 +62,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -76,6 +83,7 @@ from shared.errors import (
     SettingsError,
 )
 from shared.runs.errors import IdempotencyKeyTaken, RunAlreadyExists, RunTableRefused, RunTooLarge, StaleRun
+from shared.runs.markers import ActiveRun, StateChange
 from shared.runs.model import Phase, Run, Status
 from shared.runs.outbox import OUTBOX_PREFIX, OutboxEntry
 from shared.settings import Settings
@@ -98,6 +106,12 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_ENTITY_BYTES = 1024 * 1024
 MAX_PROPERTY_BYTES = 64 * 1024
 MAX_QUERY_PAGE = 1000  # the service's own ceiling for one query answer
+MAX_BATCH_OPERATIONS = 100  # the service's ceiling for one entity group transaction
+# The service refuses a transaction over 4 MiB; sizes are estimated (entity sizing + the multipart
+# envelope of each operation), so stay well under it.
+MAX_BATCH_BYTES = 3 * 1024 * 1024
+_BATCH_OPERATION_OVERHEAD = 1024
+BATCH_WORKERS = 4  # transactions of one save_many in flight at once (network-bound)
 # A filtered query may come back short (or empty) with a continuation; list_runs follows at
 # most this many continuations before returning what it has, to bound one API call's cost.
 _LIST_RUNS_HOPS = 5
@@ -122,23 +136,6 @@ CLIENT_OPTIONS: dict[str, Any] = {
 
 
 # -- plain data read back ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ActiveRun:
-    """What the sweep needs of a run still in flight, read from its active marker."""
-
-    run_id: str
-    namespace: str
-    status: Status
-    phase: Phase
-    reason: str | None
-    message: str | None
-    cancel_requested_at: datetime | None
-    missing_sweeps: int
-    created_at: datetime | None
-    external_id: str
-    job_name: str
 
 
 # -- rows (pure) ------------------------------------------------------------------------------
@@ -218,7 +215,32 @@ def active_marker_row(run: Run) -> dict:
         "cancel_requested_at": _utc_or_none(run.cancel_requested_at),
         "missing_sweeps": run.missing_sweeps,
         "created_at": _utc_or_none(run.created_at),
+        "updated_at": _utc_or_none(run.updated_at),
+        "started_at": _utc_or_none(run.started_at),
+        "history": _json(run.history),
     }
+
+
+# The run row's columns a state change writes (``save_many`` merges just these).
+STATE_COLUMNS = ("status", "phase", "reason", "message", "updated_at", "started_at", "finished_at",
+                 "missing_sweeps", "history")
+
+
+def state_columns_row(run: Run) -> dict:
+    """The run row's state columns of ``run``, for a MERGE into the stored row.
+
+    A MERGE cannot remove a property (the SDK drops None values), so an absent reason or message
+    is written as "" and read back as None; finished_at is only ever set (an active run has none).
+    """
+    row = run_row(run)
+    merged = {"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"]}
+    for name in STATE_COLUMNS:
+        value = row[name]
+        if value is None and name in ("reason", "message"):
+            value = ""
+        if value is not None:
+            merged[name] = value
+    return merged
 
 
 def time_row(run: Run) -> dict:
@@ -268,8 +290,8 @@ def run_from_row(row: dict, etag: str | None = None) -> Run:
         external_id=row["external_id"],
         status=Status(row["status"]),
         phase=Phase(row["phase"]),
-        reason=row.get("reason"),
-        message=row.get("message"),
+        reason=row.get("reason") or None,
+        message=row.get("message") or None,
         created_at=_plain_datetime(row.get("created_at")),
         updated_at=_plain_datetime(row.get("updated_at")),
         started_at=_plain_datetime(row.get("started_at")),
@@ -290,18 +312,23 @@ def run_from_row(row: dict, etag: str | None = None) -> Run:
 
 
 def active_run_from_row(row: dict, namespace: str) -> ActiveRun:
+    history = row.get("history")
     return ActiveRun(
         run_id=row["run_id"],
         namespace=namespace,
         status=Status(row["status"]),
         phase=Phase(row["phase"]),
-        reason=row.get("reason"),
-        message=row.get("message"),
+        reason=row.get("reason") or None,
+        message=row.get("message") or None,
         cancel_requested_at=_plain_datetime(row.get("cancel_requested_at")),
         missing_sweeps=int(row.get("missing_sweeps") or 0),
         created_at=_plain_datetime(row.get("created_at")),
         external_id=row["external_id"],
         job_name=row.get("job_name") or row["run_id"],
+        updated_at=_plain_datetime(row.get("updated_at")),
+        started_at=_plain_datetime(row.get("started_at")),
+        history=None if history is None else json.loads(history),
+        etag=row.get("_etag"),
     )
 
 
@@ -315,7 +342,7 @@ def run_summary_from_row(row: dict, namespace: str) -> dict:
         "externalId": row["external_id"],
         "status": row["status"],
         "phase": row["phase"],
-        "reason": row.get("reason"),
+        "reason": row.get("reason") or None,
         "createdAt": None if created_at is None else created_at.isoformat(),
     }
 
@@ -626,6 +653,92 @@ class RunStore:
                 raise StaleRun(run.run_id) from None
             raise
 
+    # -- batched state changes -----------------------------------------------------------------
+
+    def save_many(self, namespace: str, changes: list[StateChange], *, workers: int = BATCH_WORKERS) -> list[str]:
+        """Save runs' state changes decided from their active markers, in as few transactions as fit.
+
+        Each run's rows go in one entity group transaction with other runs' (up to 100 operations
+        and ``MAX_BATCH_BYTES`` each, a run never split): its state columns merged into the run
+        row, its time row, its marker (replaced, or deleted when the run turned terminal, under the
+        marker's ETag - which guards the run row too) and its ``outbox`` rows. A transaction refused
+        with 412 or 404 (another writer changed or finished one of its runs) is tried again run by
+        run. Returns the ids of the runs not saved: those that lost their race, and changes that
+        cannot be merged (a marker without history, a column over the size limit); the caller
+        reads them and saves them the per-run way (``save``).
+        """
+        unsaved: list[str] = []
+        planned: list[tuple[str, list]] = []
+        for change in changes:
+            operations = self._state_operations(namespace, change)
+            if operations is None:
+                unsaved.append(change.run.run_id)
+            else:
+                planned.append((change.run.run_id, operations))
+        batches = list(_pack(planned))
+        if len(batches) <= 1 or workers <= 1:
+            results = [self._submit_runs(batch) for batch in batches]
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=min(workers, len(batches)), thread_name_prefix="table-batch") as pool:
+                results = list(pool.map(self._submit_runs, batches))
+        for lost in results:
+            unsaved.extend(lost)
+        return unsaved
+
+    @staticmethod
+    def _state_operations(namespace: str, change: StateChange) -> list | None:
+        marker, run = change.marker, change.run
+        if not marker.complete or run.namespace != namespace or marker.run_id != run.run_id \
+                or run.created_at is None:
+            return None
+        merged = state_columns_row(run)
+        marker_row = active_marker_row(run)
+        if oversized_properties(merged) or oversized_properties(marker_row):
+            return None  # the per-run save fits the row (cuts the history) before writing
+        guard = {"etag": marker.etag, "match_condition": MatchConditions.IfNotModified}
+        operations: list = [("update", merged, {"mode": UpdateMode.MERGE}),
+                            ("upsert", time_row(run), {"mode": UpdateMode.REPLACE})]
+        if run.terminal:
+            operations.append(("delete", {"PartitionKey": namespace, "RowKey": active_key(run.run_id)}, guard))
+        else:
+            operations.append(("update", marker_row, {"mode": UpdateMode.REPLACE, **guard}))
+        operations.extend(("upsert", row, {"mode": UpdateMode.REPLACE}) for row in change.outbox)
+        return operations
+
+    def _submit_runs(self, batch: list[tuple[str, list]]) -> list[str]:
+        """One transaction for the runs of ``batch``; on 412/404 one per run. The runs not saved.
+
+        A transaction whose answer was lost (a connection the service closed under it) is sent
+        once more: replaying it is safe, every run in it is guarded by its marker's ETag (a
+        replay of one that did land fails with 412 and is retried run by run like any other).
+        """
+        operations = [op for _, ops in batch for op in ops]
+        for attempt in range(2):
+            try:
+                self._call("batch", self._table.submit_transaction, operations)
+                return []
+            except ServiceUnavailable:
+                if attempt:
+                    raise
+                log.info("a transaction of %d runs got no answer; sending it once more", len(batch))
+            except RunTableRefused as refused:
+                if not _lost_race(refused):
+                    raise
+                break
+        if len(batch) == 1:
+            return [batch[0][0]]
+        lost: list[str] = []
+        for run_id, operations in batch:
+            try:
+                self._call("batch", self._table.submit_transaction, operations)
+            except RunTableRefused as refused:
+                if not _lost_race(refused):
+                    raise
+                lost.append(run_id)
+        return lost
+
     # -- queries -------------------------------------------------------------------------------
 
     def list_active(self, namespace: str) -> list[ActiveRun]:
@@ -764,6 +877,28 @@ class RunStore:
                                   error_code=code, index=getattr(err, "index", None)) from err
         except AzureError as err:
             raise ServiceUnavailable("run table unreachable") from err
+
+
+def _pack(planned: list[tuple[str, list]]):
+    """Runs' operation lists packed into transactions of at most MAX_BATCH_OPERATIONS operations
+    and MAX_BATCH_BYTES (estimated), each run's operations kept together, in the given order."""
+    batch: list[tuple[str, list]] = []
+    count = size = 0
+    for run_id, operations in planned:
+        run_size = sum(entity_bytes(op[1]) + _BATCH_OPERATION_OVERHEAD for op in operations)
+        if batch and (count + len(operations) > MAX_BATCH_OPERATIONS or size + run_size > MAX_BATCH_BYTES):
+            yield batch
+            batch, count, size = [], 0, 0
+        batch.append((run_id, operations))
+        count += len(operations)
+        size += run_size
+    if batch:
+        yield batch
+
+
+def _lost_race(refused: RunTableRefused) -> bool:
+    """412 (a row changed since it was read) or 404 (a row is gone): another writer was first."""
+    return refused.status == 412 or (refused.status == 404 and refused.error_code != "TableNotFound")
 
 
 def _chunks(items: list, size: int):

@@ -1,9 +1,12 @@
 """Sweep: decode every active run's Job and record what changed; then publish the recorded events.
 
 The sweep costs O(namespaces), not O(runs): per namespace one query of the active markers, one
-labelled Job LIST (500 per page) and, only when some run needs it, one labelled pod LIST. It
-writes only the runs whose state changed, each with its ETag; a write that lost a race re-reads
-the run and re-applies, so racing sweeps and cancels never lose a transition. A run whose Job is
+labelled Job LIST (500 per page, of which it keeps only what the decoder reads) and, only when
+some run needs it, one labelled pod LIST. It writes only the runs whose state changed: decided
+from the markers alone (they carry the run's state columns) and saved in Table transactions of up
+to 100 operations (``RunStore.save_many``), each run guarded by its marker's ETag. A run whose
+transaction lost a race is read, decided again and saved on its own, so racing sweeps and
+cancels never lose a transition. A run whose Job is
 missing is Lost only after ``MISSING_SWEEPS_BEFORE_LOST`` sweeps in a row did not find it.
 """
 
@@ -19,8 +22,9 @@ from functools import partial
 
 from shared import diagnostics, telemetry
 from shared.kube import jobspec
-from shared.kube.status import decode_job_status
+from shared.kube.status import decode_job_status, job_for_decoding, pod_for_decoding
 from shared.runs.errors import StaleRun
+from shared.runs.markers import StateChange, run_from_marker
 from shared.runs.model import TERMINAL_PHASES, Phase, apply_state
 from shared.usecases.collaborators import Collaborators
 from shared.usecases.diagnosing import Budget, diagnose
@@ -69,15 +73,17 @@ class SweepSummary:
 ACTIVE_PHASES = tuple(p for p in Phase if p not in TERMINAL_PHASES)
 
 
-def sweep(c: Collaborators) -> SweepSummary:
+def sweep(c: Collaborators, *, per_run_writes: bool = False) -> SweepSummary:
+    """Sweep every allowed namespace. ``per_run_writes``: the writes before batching (a read and a
+    save per changed run), kept for the benchmark's comparison; the app never sets it."""
     with telemetry.span("sweep", namespaces=len(c.settings.allowed_namespaces)):
-        summary = _sweep(c)
+        summary = _sweep(c, per_run_writes)
     telemetry.sweep_finished(duration_s=summary.duration_ms / 1000, kube_requests=summary.kube_requests,
                              table_requests=summary.table_operations)
     return summary
 
 
-def _sweep(c: Collaborators) -> SweepSummary:
+def _sweep(c: Collaborators, per_run_writes: bool = False) -> SweepSummary:
     started = time.perf_counter()
     kube_before, table_before = c.kube_requests(), c.table_requests()
     summary = SweepSummary()
@@ -89,7 +95,7 @@ def _sweep(c: Collaborators) -> SweepSummary:
         first = len(summary.transitions)
         if active:
             summary.runs_seen += len(active)
-            _sweep_namespace(c, namespace, active, summary, budget)
+            _sweep_namespace(c, namespace, active, summary, budget, per_run_writes)
         for change in summary.transitions[first:]:
             phases[change["runId"]] = Phase(change["phase"])
         by_phase = {str(p): 0 for p in ACTIVE_PHASES}
@@ -107,34 +113,78 @@ def _sweep(c: Collaborators) -> SweepSummary:
     return summary
 
 
-def _sweep_namespace(c: Collaborators, namespace: str, active: list, summary: SweepSummary, budget: Budget) -> None:
+def _sweep_namespace(c: Collaborators, namespace: str, active: list, summary: SweepSummary, budget: Budget,
+                     per_run_writes: bool = False) -> None:
     now = c.clock()
     jobs = {job["metadata"]["name"]: job
-            for job in c.kube.list_jobs(namespace, label_selector=jobspec.run_selector(), limit=500)}
+            for job in c.kube.list_jobs(namespace, label_selector=jobspec.run_selector(), limit=500,
+                                        keep=job_for_decoding)}
     need_pods = [a for a in active if _needs_pods(c, a, jobs.get(a.run_id), now)]
     pods_by_run = _pods_by_run(c, namespace, need_pods)
     events_by_run = _events_by_run(c, namespace, [(a.run_id, jobs.get(a.run_id), pods_by_run.get(a.run_id, []))
                                                   for a in need_pods])
-    work = []
+    work = []  # per-run writes: a read, then an ETag-guarded save
+    changes: list[StateChange] = []  # batched writes, decided from the markers alone
+    decided: dict[str, tuple] = {}
+    decided_events: dict[str, list[dict] | None] = {}
     for marker in active:
         job = jobs.get(marker.run_id)
         pods = pods_by_run.get(marker.run_id, [])
         events = events_by_run.get(marker.run_id)
+        batched = marker.complete and not per_run_writes
         if job is None and marker.cancel_requested_at is None:
             if marker.phase == Phase.SUBMITTING and _age(marker.created_at, now) < c.settings.submit_grace_seconds:
                 continue  # the create may still be in flight
             if marker.missing_sweeps + 1 < MISSING_SWEEPS_BEFORE_LOST:
-                work.append(partial(_note_missing, c, namespace, marker.run_id))
+                if batched:
+                    before = run_from_marker(marker)
+                    changes.append(StateChange(marker, replace(before, missing_sweeps=before.missing_sweeps + 1)))
+                else:
+                    work.append(partial(_note_missing, c, namespace, marker.run_id))
                 continue
         state = decode_job_status(job, pods, now=now, stall_after_seconds=c.settings.stall_after_seconds,
                                   cancel_requested=marker.cancel_requested_at is not None, events=events)
         if (marker.status, marker.phase, marker.reason, marker.message) == (
                 state.status, state.phase, state.reason, state.message) and marker.missing_sweeps == 0:
             continue
-        work.append(partial(_record, c, namespace, marker.run_id, job, pods, now, summary, budget, events))
+        if batched:
+            before = run_from_marker(marker)
+            after = apply_state(before, state, now)
+            if after is None:  # the same state, seen again after a missed sweep
+                after = replace(before, missing_sweeps=0)
+            changes.append(StateChange(marker, after, tuple(outbox_rows(c, before, after))))
+            decided[marker.run_id] = (job, pods)
+            decided_events[marker.run_id] = events
+        else:
+            work.append(partial(_record, c, namespace, marker.run_id, job, pods, now, summary, budget, events))
+
+    unsaved = set(c.store.save_many(namespace, changes)) if changes else set()
+    for change in changes:
+        run_id = change.run.run_id
+        if run_id not in decided:  # a missed sweep counted
+            if run_id in unsaved:
+                work.append(partial(_note_missing, c, namespace, run_id))
+            continue
+        if run_id in unsaved:  # lost a race (or cannot be merged): read, decide again, save
+            work.append(partial(_record, c, namespace, run_id, *decided[run_id], now, summary, budget,
+                                decided_events[run_id]))
+            continue
+        summary.changed += 1
+        after = change.run
+        summary.transitions.append({"runId": run_id, "from": str(change.marker.status), "to": str(after.status),
+                                    "phase": str(after.phase)})
+        if diagnostics.capture_moment(after.state) is not None:
+            work.append(partial(_diagnose_saved, c, namespace, run_id, now, budget))
     outcomes = _run_concurrently(work)
     summary.changed += outcomes.count(RECORDED)
     summary.writes_given_up += outcomes.count(GAVE_UP)
+
+
+def _diagnose_saved(c: Collaborators, namespace: str, run_id: str, now: datetime, budget: Budget) -> None:
+    """Diagnose a failing run saved in a transaction: the capture needs the whole run (parameters)."""
+    run = c.store.get_run(namespace, run_id)
+    if run is not None and diagnostics.needs_capture(run):
+        diagnose(c, run, now, budget)
 
 
 def _pods_by_run(c: Collaborators, namespace: str, need_pods: list) -> dict[str, list[dict]]:
@@ -145,7 +195,7 @@ def _pods_by_run(c: Collaborators, namespace: str, need_pods: list) -> dict[str,
     selector = jobspec.run_selector()
     if len(need_pods) <= POD_SELECTOR_MAX_RUNS:
         selector += f",{jobspec.RUN_ID_LABEL} in ({','.join(a.run_id for a in need_pods)})"
-    for pod in c.kube.list_pods(namespace, label_selector=selector, limit=500):
+    for pod in c.kube.list_pods(namespace, label_selector=selector, limit=500, keep=pod_for_decoding):
         run_label = ((pod.get("metadata") or {}).get("labels") or {}).get(jobspec.RUN_ID_LABEL)
         if run_label:
             pods_by_run.setdefault(run_label, []).append(pod)
