@@ -231,6 +231,9 @@ var appSettings = {
   AzureWebJobsStorage__accountName: storage.outputs.name
   AzureWebJobsStorage__credential: 'managedidentity'
   AzureWebJobsStorage__clientId: identity.outputs.clientId
+  // The sweep queue trigger's identity-based connection (connection "SweepQueue").
+  SweepQueue__credential: 'managedidentity'
+  SweepQueue__clientId: identity.outputs.clientId
   APPLICATIONINSIGHTS_CONNECTION_STRING: monitoring.outputs.connectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD;ClientId=${identity.outputs.clientId}'
 
@@ -247,6 +250,8 @@ var appSettings = {
   RUNS_TABLE_NAME: storage.outputs.runsTableName
   EVENTGRID_TOPIC_ENDPOINT: events.outputs.endpoint
   SWEEP_SCHEDULE: sweepSchedule
+  SWEEP_QUEUE_NAME: storage.outputs.sweepQueueName
+  SweepQueue__queueServiceUri: storage.outputs.queueEndpoint
   STALL_AFTER_SECONDS: string(stallAfterSeconds)
   SUBMIT_GRACE_SECONDS: string(submitGraceSeconds)
   POD_CHECK_AFTER_SECONDS: string(podCheckAfterSeconds)

@@ -34,6 +34,7 @@ MIN_SIGNING_KEY_CHARS = 32
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
+_QUEUE_NAME = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$")
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,13 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("RUNS_TABLE_NAME", "Table holding run state.", default="aksjobruns"),
     SettingSpec("ALLOWED_NAMESPACES", "Comma-separated namespaces callers may use (default: AKS_NAMESPACE only)."),
     SettingSpec("SWEEP_SCHEDULE", "NCRONTAB schedule of the sweep timer (six fields).", default="*/30 * * * * *"),
+    SettingSpec("SWEEP_QUEUE_NAME", "Storage Queue the timer fans the sweep out to, one message per namespace.",
+                default="aksjobs-sweep"),
+    SettingSpec("SweepQueue__queueServiceUri",
+                "Queue service URI of the sweep queue, used with the managed identity (the queue trigger's "
+                "identity-based connection SweepQueue)."),
+    SettingSpec("SweepQueue", "Queue Storage connection string of the sweep queue (Azurite); local use. Without "
+                "it or SweepQueue__queueServiceUri the timer sweeps in process.", secret=True, local_only=True),
     SettingSpec("EVENTGRID_TOPIC_ENDPOINT", "Event Grid topic endpoint for run status events (optional)."),
     SettingSpec("EVENTGRID_TOPIC_KEY", "Event Grid topic access key (optional; managed identity otherwise).",
                 secret=True, local_only=True),
@@ -120,6 +128,9 @@ class Settings:
     runs_table_name: str = "aksjobruns"
     allowed_namespaces: tuple[str, ...] = ("default",)
     sweep_schedule: str = "*/30 * * * * *"
+    sweep_queue_name: str = "aksjobs-sweep"
+    sweep_queue_service_uri: str | None = None
+    sweep_queue_connection_string: str | None = field(default=None, repr=False)
     eventgrid_topic_endpoint: str | None = None
     eventgrid_topic_key: str | None = field(default=None, repr=False)
     stall_after_seconds: int = 300
@@ -241,6 +252,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if topic and not topic.startswith("https://"):
         problems.append("EVENTGRID_TOPIC_ENDPOINT must be an https:// URL")
 
+    queue_name = get("SWEEP_QUEUE_NAME") or "aksjobs-sweep"
+    if not _QUEUE_NAME.match(queue_name):
+        problems.append(f"SWEEP_QUEUE_NAME must be 3-63 lowercase letters, digits and single hyphens, starting "
+                        f"and ending with a letter or digit (got {queue_name!r})")
+    queue_uri = get("SweepQueue__queueServiceUri")
+    if queue_uri and not queue_uri.startswith(("https://", "http://")):
+        problems.append("SweepQueue__queueServiceUri must be a URL")
+
     schedule = get("SWEEP_SCHEDULE") or ""
     period = 30
     if len(schedule.split()) != 6:
@@ -314,6 +333,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         runs_table_name=table,
         allowed_namespaces=allowed,
         sweep_schedule=schedule,
+        sweep_queue_name=queue_name,
+        sweep_queue_service_uri=queue_uri,
+        sweep_queue_connection_string=get("SweepQueue"),
         eventgrid_topic_endpoint=topic,
         eventgrid_topic_key=get("EVENTGRID_TOPIC_KEY"),
         stall_after_seconds=stall,

@@ -53,6 +53,7 @@ DEPLOY_GUIDE = REPO / "docs" / "deploy.md"
 # Built-in role definition ids, from Microsoft's "Azure built-in roles" reference.
 STORAGE_BLOB_DATA_OWNER = "b7e6dc6d-f1e8-4753-8033-0f276bb0955b"
 STORAGE_TABLE_DATA_CONTRIBUTOR = "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"
+STORAGE_QUEUE_DATA_CONTRIBUTOR = "974c5e8b-45b9-4653-ba55-5f855dd0fb88"
 MONITORING_METRICS_PUBLISHER = "3913510d-42f4-4e42-8a64-420c390055eb"
 EVENTGRID_DATA_SENDER = "d5a91429-5739-47e2-a06b-3470a27159e7"
 AKS_CLUSTER_ADMIN_ROLE = "0ab0b1a8-8aac-4efd-b8c2-3ee1fb270be8"
@@ -64,6 +65,8 @@ HOST_SETTINGS = {
     "AzureWebJobsStorage__accountName",
     "AzureWebJobsStorage__credential",
     "AzureWebJobsStorage__clientId",
+    "SweepQueue__credential",
+    "SweepQueue__clientId",
     "APPLICATIONINSIGHTS_CONNECTION_STRING",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
 }
@@ -245,6 +248,16 @@ def test_runs_table_setting_points_at_the_deployed_accounts_table_service():
     assert d.module_params("storage")["runsTableName"] == "runsprod"
 
 
+def test_sweep_queue_trigger_connects_with_the_apps_identity_to_the_deployed_queue():
+    d = deploy()
+    account = d.app_settings["AzureWebJobsStorage__accountName"]
+    assert d.app_settings["SweepQueue__queueServiceUri"] == f"https://{account}.queue.core.windows.net/"
+    assert (d.app_settings["SweepQueue__credential"], d.app_settings["SweepQueue__clientId"]) == (
+        "managedidentity", IDENTITY_CLIENT_ID)
+    assert d.app_settings["SWEEP_QUEUE_NAME"] == "aksjobs-sweep"
+    assert "SweepQueue" not in d.app_settings  # a connection string would carry a key
+
+
 def test_run_events_setting_points_at_the_deployed_topic():
     d = deploy()
     topic = d.module_params("events")["name"]
@@ -346,6 +359,7 @@ def test_identity_holds_exactly_the_documented_roles_on_the_right_resources(mode
     assert granted == {
         (STORAGE_BLOB_DATA_OWNER, "Microsoft.Storage/storageAccounts"),
         (STORAGE_TABLE_DATA_CONTRIBUTOR, "Microsoft.Storage/storageAccounts"),
+        (STORAGE_QUEUE_DATA_CONTRIBUTOR, "Microsoft.Storage/storageAccounts"),
         (MONITORING_METRICS_PUBLISHER, "Microsoft.Insights/components"),
         (EVENTGRID_DATA_SENDER, "Microsoft.EventGrid/topics"),
         (cluster_role, "Microsoft.ContainerService/managedClusters"),
@@ -544,6 +558,7 @@ def test_deploy_guide_explains_every_parameter_setting_and_role():
     missing = [p for p in template("main.bicep").params if f"`{p}`" not in guide]
     missing += [s.name for s in SETTINGS if f"`{s.name}`" not in guide]
     missing += [r for r in ("Storage Blob Data Owner", "Storage Table Data Contributor",
+                            "Storage Queue Data Contributor",
                             "Monitoring Metrics Publisher", "EventGrid Data Sender",
                             "Azure Kubernetes Service Cluster Admin Role",
                             "Azure Kubernetes Service Cluster User Role",
@@ -584,6 +599,8 @@ RUNTIME_PROPERTIES: dict[tuple[str, str], Callable[[str], Any]] = {
         lambda n: f"https://{n}.blob.core.windows.net/",
     ("Microsoft.Storage/storageAccounts", "properties.primaryEndpoints.table"):
         lambda n: f"https://{n}.table.core.windows.net/",
+    ("Microsoft.Storage/storageAccounts", "properties.primaryEndpoints.queue"):
+        lambda n: f"https://{n}.queue.core.windows.net/",
     ("Microsoft.Insights/components", "properties.ConnectionString"):
         lambda n: ("InstrumentationKey=33333333-3333-3333-3333-333333333333;"
                    f"IngestionEndpoint=https://{LOCATION}-5.in.applicationinsights.azure.com/"),

@@ -1,13 +1,14 @@
-"""Start and stop Azurite's table service on loopback, for tests and the dev host.
+"""Start and stop Azurite's table (or queue) service on loopback, for tests and the dev host.
 
 Why this exists: the run store needs a real Table service to be tested honestly (ETags, 412s,
 batch transactions), and the dev host needs one when no ``RUNS_TABLE_*`` setting is given.
 Azurite comes from npm (``make setup`` installs it under ``tools/azurite/node_modules``); this
-module runs its ``azurite-table`` entry on a free 127.0.0.1 port and hands out a connection
-string for the well-known development account.
+module runs its ``azurite-table`` entry (or ``azurite-queue``, for the sweep's fan-out queue:
+``Azurite(service="queue")``) on a free 127.0.0.1 port and hands out a connection string for the
+well-known development account.
 
-What it deliberately does not do: install Azurite (that is ``make setup``), start the blob or
-queue services, or listen on anything but loopback. Data lives in a private temporary folder
+What it deliberately does not do: install Azurite (that is ``make setup``), start the blob
+service, or listen on anything but loopback. Data lives in a private temporary folder
 unless a ``location`` is given, so ``restart()`` keeps what was written: a fault test can stop
 Azurite mid-sweep and start it again on the same port with the same rows.
 """
@@ -29,7 +30,9 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-AZURITE_TABLE_BIN = REPO_ROOT / "tools" / "azurite" / "node_modules" / ".bin" / "azurite-table"
+AZURITE_BIN_DIR = REPO_ROOT / "tools" / "azurite" / "node_modules" / ".bin"
+AZURITE_TABLE_BIN = AZURITE_BIN_DIR / "azurite-table"
+SERVICES = ("table", "queue")
 
 # Azurite's documented development account. The key is public (it is printed in Microsoft's
 # docs); it only opens this local emulator.
@@ -57,7 +60,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class Azurite:
-    """One ``azurite-table`` process on 127.0.0.1.
+    """One ``azurite-table`` (or ``azurite-queue``) process on 127.0.0.1.
 
     ``start()`` picks a free port (or uses ``port``), waits until the service answers HTTP, and
     fills ``connection_string``. ``stop()`` ends the process but keeps its data folder;
@@ -72,7 +75,11 @@ class Azurite:
         location: str | os.PathLike[str] | None = None,
         in_memory: bool = False,
         host: str = "127.0.0.1",
+        service: str = "table",
     ):
+        if service not in SERVICES:
+            raise ValueError(f"service must be one of {', '.join(SERVICES)}")
+        self.service = service
         self.host = host
         self.port = port
         self.in_memory = in_memory
@@ -90,10 +97,17 @@ class Azurite:
         return f"http://{self.host}:{self.port}/{ACCOUNT_NAME}"
 
     @property
+    def endpoint(self) -> str:
+        """The service's endpoint: ``http://127.0.0.1:{port}/devstoreaccount1``."""
+        self._require_port()
+        return f"http://{self.host}:{self.port}/{ACCOUNT_NAME}"
+
+    @property
     def connection_string(self) -> str:
+        kind = "TableEndpoint" if self.service == "table" else "QueueEndpoint"
         return (
             f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT_NAME};AccountKey={ACCOUNT_KEY};"
-            f"TableEndpoint={self.table_endpoint};"
+            f"{kind}={self.endpoint};"
         )
 
     @property
@@ -117,7 +131,7 @@ class Azurite:
     def start(self) -> Azurite:
         if self.running:
             return self
-        command_prefix = _azurite_command()
+        command_prefix = _azurite_command(self.service)
         if self.port is not None:
             self._launch(command_prefix, self.port)
         else:
@@ -156,7 +170,7 @@ class Azurite:
         """Stop, then start on the same port with the same data folder."""
         self._require_port()
         self.stop()
-        self._launch(_azurite_command(), self.port)  # type: ignore[arg-type]
+        self._launch(_azurite_command(self.service), self.port)  # type: ignore[arg-type]
         return self
 
     def close(self) -> None:
@@ -182,11 +196,11 @@ class Azurite:
     def _launch(self, command_prefix: list[str], port: int) -> None:
         location = self.location
         location.mkdir(parents=True, exist_ok=True)
-        log_path = location / "azurite-console.log"
+        log_path = location / f"azurite-{self.service}-console.log"
         command = [
             *command_prefix,
-            "--tableHost", self.host,
-            "--tablePort", str(port),
+            f"--{self.service}Host", self.host,
+            f"--{self.service}Port", str(port),
             "--skipApiVersionCheck",
             "--disableProductStyleUrl",
             "--disableTelemetry",
@@ -219,7 +233,7 @@ class Azurite:
                 if "EADDRINUSE" in log_tail:
                     raise _PortTaken(f"port {port} on {self.host} is already in use")
                 raise AzuriteFailed(f"Azurite exited while starting: {log_tail.strip()[-500:]}")
-            if _answers_http(self.host, port):
+            if _answers_http(self.host, port, "/Tables" if self.service == "table" else "?comp=list"):
                 return
             time.sleep(0.05)
         self.stop()
@@ -230,15 +244,16 @@ class _PortTaken(AzuriteFailed):
     pass
 
 
-def _azurite_command() -> list[str]:
+def _azurite_command(service: str = "table") -> list[str]:
     node = shutil.which("node")
     if node is None:
         raise AzuriteMissing("node is not installed (Azurite needs Node.js 20): install it, then run `make setup`")
-    if not AZURITE_TABLE_BIN.exists():
+    binary = AZURITE_TABLE_BIN if service == "table" else AZURITE_BIN_DIR / f"azurite-{service}"
+    if not binary.exists():
         raise AzuriteMissing(
-            f"Azurite is not installed ({AZURITE_TABLE_BIN} is missing): run `make setup`"
+            f"Azurite is not installed ({binary} is missing): run `make setup`"
         )
-    return [node, str(AZURITE_TABLE_BIN)]
+    return [node, str(binary)]
 
 
 def _die_with_parent():
@@ -258,11 +273,11 @@ def _die_with_parent():
     return lambda: prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-def _answers_http(host: str, port: int) -> bool:
+def _answers_http(host: str, port: int, path: str = "/Tables") -> bool:
     """True once anything answers HTTP on the port (an unsigned request gets a 4xx: that is fine)."""
     connection = http.client.HTTPConnection(host, port, timeout=1.0)
     try:
-        connection.request("GET", f"/{ACCOUNT_NAME}/Tables")
+        connection.request("GET", f"/{ACCOUNT_NAME}{path}")
         connection.getresponse().read()
         return True
     except (OSError, http.client.HTTPException):

@@ -4,6 +4,8 @@
 //                                   keys in blobs, and Flex Consumption reads the deployment package.
 //   Storage Table Data Contributor  on the storage account: the runs table (entities only; the table
 //                                   itself is created by storage.bicep).
+//   Storage Queue Data Contributor  on the storage account: the sweep queue (the timer sends, the
+//                                   queue trigger receives and deletes; the queue is storage.bicep's).
 //   Monitoring Metrics Publisher    on Application Insights: telemetry with local auth disabled.
 //   EventGrid Data Sender           on the run-events topic: publish status transitions.
 //
@@ -29,6 +31,7 @@ param topicName string
 var roleDefinitionIds = {
   storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
   storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
+  storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
   eventGridDataSender: 'd5a91429-5739-47e2-a06b-3470a27159e7'
 }
@@ -60,6 +63,16 @@ resource tableDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-0
   scope: storage
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleDefinitionIds.storageTableDataContributor)
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource queueDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, principalId, roleDefinitionIds.storageQueueDataContributor)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleDefinitionIds.storageQueueDataContributor)
     principalId: principalId
     principalType: 'ServicePrincipal'
   }

@@ -1,13 +1,13 @@
-// Storage for four things: the Functions host (timer locks, keys), the Flex Consumption deployment
-// package, the runs table the app keeps its state in, and the dead-letter container for submit
-// events Event Grid could not deliver.
+// Storage for five things: the Functions host (timer locks, keys), the Flex Consumption deployment
+// package, the runs table the app keeps its state in, the dead-letter container for submit
+// events Event Grid could not deliver, and the queue the sweep fans out through.
 //
 // Shared-key access is off: nothing may reach this account with an account key or a connection
 // string, only with Entra tokens (the app's managed identity, through role assignments in
 // rbac.bicep). That is also why no output here carries a key.
 //
-// Deliberately not here: queues and file shares (the app uses neither; Flex Consumption needs no
-// content share), public blob access, and role assignments.
+// Deliberately not here: file shares (Flex Consumption needs no content share), public blob access,
+// and role assignments.
 
 @description('Storage account name: 3-24 lowercase letters and digits, globally unique.')
 @minLength(3)
@@ -28,6 +28,9 @@ param runsTableName string
 
 @description('Blob container where Event Grid leaves submit events it could not deliver.')
 param deadLetterContainerName string
+
+@description('Queue the sweep timer fans out to, one message per namespace (the app setting SWEEP_QUEUE_NAME).')
+param sweepQueueName string = 'aksjobs-sweep'
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: name
@@ -78,6 +81,14 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
       name: runsTableName
     }
   }
+
+  resource queueService 'queueServices' = {
+    name: 'default'
+
+    resource sweepQueue 'queues' = {
+      name: sweepQueueName
+    }
+  }
 }
 
 output id string = storage.id
@@ -87,3 +98,5 @@ output tableEndpoint string = storage.properties.primaryEndpoints.table
 output deploymentContainerName string = deploymentContainerName
 output runsTableName string = runsTableName
 output deadLetterContainerName string = deadLetterContainerName
+output queueEndpoint string = storage.properties.primaryEndpoints.queue
+output sweepQueueName string = sweepQueueName
