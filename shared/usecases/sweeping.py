@@ -171,6 +171,7 @@ def _sweep_namespace(c: Collaborators, namespace: str, active: list, summary: Sw
             continue
         summary.changed += 1
         after = change.run
+        count_if_finished(run_from_marker(change.marker), after)
         summary.transitions.append({"runId": run_id, "from": str(change.marker.status), "to": str(after.status),
                                     "phase": str(after.phase)})
         if diagnostics.capture_moment(after.state) is not None:
