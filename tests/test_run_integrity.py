@@ -47,6 +47,15 @@ class LosingStore:
             raise StaleRun(run.run_id)
         return self._store.save(run, **kwargs)
 
+    def save_many(self, namespace, changes, **kwargs):
+        """A transaction loses like a save: its runs come back unsaved, for the per-run saves."""
+        if changes and self.lost < self.conflicts:
+            self.lost += 1
+            if self._before_conflict is not None:
+                self._before_conflict(self.lost)
+            return [change.run.run_id for change in changes]
+        return self._store.save_many(namespace, changes, **kwargs)
+
 
 def _running_run(app, name: str = "etl") -> str:
     app.sim.put("jobs", "default", source_job(name, {"MODE": "full"}, scenario="run-forever"))

@@ -679,10 +679,13 @@ class RunStore:
         if len(batches) <= 1 or workers <= 1:
             results = [self._submit_runs(batch) for batch in batches]
         else:
+            import contextvars
             from concurrent.futures import ThreadPoolExecutor
 
             with ThreadPoolExecutor(max_workers=min(workers, len(batches)), thread_name_prefix="table-batch") as pool:
-                results = list(pool.map(self._submit_runs, batches))
+                # Each in a copy of the caller's context: log lines keep its correlation id.
+                futures = [pool.submit(contextvars.copy_context().run, self._submit_runs, batch) for batch in batches]
+                results = [f.result() for f in futures]
         for lost in results:
             unsaved.extend(lost)
         return unsaved
