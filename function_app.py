@@ -10,6 +10,7 @@ import os
 import azure.functions as func
 
 from shared.adapters import eventgrid, http
+from shared.adapters.queue import run_sweep_shard
 from shared.adapters.timer import run_sweep
 
 # AUTH_MODE=key: the host checks function keys. AUTH_MODE=entra: the host would refuse a bearer
@@ -101,8 +102,16 @@ def cancel_run_signed(req: func.HttpRequest) -> func.HttpResponse:
 
 @app.timer_trigger(schedule="%SWEEP_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=False)
 def sweep(timer: func.TimerRequest) -> None:
-    """Decode every active run's Job with one labelled LIST per namespace; write what changed."""
+    """With a sweep queue: enqueue one message per namespace (``sweep_shard`` sweeps each). Without:
+    decode every active run's Job with one labelled LIST per namespace and write what changed."""
     run_sweep()
+
+
+@app.queue_trigger(arg_name="message", queue_name="%SWEEP_QUEUE_NAME%", connection="SweepQueue")
+def sweep_shard(message: func.QueueMessage) -> None:
+    """One namespace of the sweep, from the queue the timer fans out to (identity-based connection
+    SweepQueue: ``SweepQueue__queueServiceUri`` deployed, a connection string locally)."""
+    run_sweep_shard(message.get_body())
 
 
 @app.event_grid_trigger(arg_name="event")

@@ -253,6 +253,7 @@ var appSettings = {
   SWEEP_QUEUE_NAME: storage.outputs.sweepQueueName
   SweepQueue__queueServiceUri: storage.outputs.queueEndpoint
   STALL_AFTER_SECONDS: string(stallAfterSeconds)
+  POLL_READ_THROUGH_SECONDS: '5'
   SUBMIT_GRACE_SECONDS: string(submitGraceSeconds)
   POD_CHECK_AFTER_SECONDS: string(podCheckAfterSeconds)
   JOB_TTL_SECONDS_AFTER_FINISHED: jobTtlSecondsAfterFinished

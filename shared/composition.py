@@ -29,7 +29,19 @@ def build(settings: Settings, store, *, kube_factory: Callable[[], object] | Non
           clock: Callable[[], datetime] = utcnow) -> Collaborators:
     return Collaborators(settings=settings, store=store,
                          kube_factory=kube_factory or partial(kube_client, settings),
-                         publisher_factory=partial(event_publisher, settings), clock=clock)
+                         publisher_factory=partial(event_publisher, settings),
+                         queue_factory=partial(sweep_queue, settings), clock=clock)
+
+
+def sweep_queue(settings: Settings):
+    """The sweep queue, or None when none is configured. A queue reached by connection string
+    (Azurite, local) is created if missing; Bicep creates the deployed one."""
+    from shared.sweepqueue import SweepQueue  # lazy: keeps cold start low
+
+    queue = SweepQueue.from_settings(settings)
+    if queue is not None and settings.sweep_queue_connection_string:
+        queue.ensure_queue()
+    return queue
 
 
 def event_publisher(settings: Settings):

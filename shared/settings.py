@@ -81,6 +81,9 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("EVENTGRID_TOPIC_ENDPOINT", "Event Grid topic endpoint for run status events (optional)."),
     SettingSpec("EVENTGRID_TOPIC_KEY", "Event Grid topic access key (optional; managed identity otherwise).",
                 secret=True, local_only=True),
+    SettingSpec("POLL_READ_THROUGH_SECONDS",
+                "A poll or run read of an unfinished run whose state is older than this reads its Job "
+                "(one GET, shared by concurrent polls); 0 answers from the table alone.", default="5"),
     SettingSpec("STALL_AFTER_SECONDS", "Seconds a pod may wait (image pull, scheduling) before Stalled.", default="300"),
     SettingSpec("SUBMIT_GRACE_SECONDS",
                 "Seconds a run may stay Submitting with no Job before the sweep counts its Job missing "
@@ -134,6 +137,7 @@ class Settings:
     eventgrid_topic_endpoint: str | None = None
     eventgrid_topic_key: str | None = field(default=None, repr=False)
     stall_after_seconds: int = 300
+    poll_read_through_seconds: float = 5.0
     submit_grace_seconds: int = 60
     pod_check_after_seconds: int = 30
     sweep_period_seconds: int = 30  # derived from sweep_schedule (shared.schedule)
@@ -271,6 +275,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             problems.append(f"SWEEP_SCHEDULE is not a schedule this app can read: {err}")
 
     stall = _int(problems, "STALL_AFTER_SECONDS", get("STALL_AFTER_SECONDS") or "300")
+    read_through_raw = get("POLL_READ_THROUGH_SECONDS") or "5"
+    try:
+        read_through = float(read_through_raw)
+        if not 0 <= read_through <= 3600:
+            raise ValueError
+    except ValueError:
+        problems.append(f"POLL_READ_THROUGH_SECONDS must be a number of seconds from 0 to 3600 "
+                        f"(got {read_through_raw!r})")
+        read_through = 5.0
     submit_grace = _int(problems, "SUBMIT_GRACE_SECONDS", get("SUBMIT_GRACE_SECONDS") or "60")
     pod_check = _int(problems, "POD_CHECK_AFTER_SECONDS", get("POD_CHECK_AFTER_SECONDS") or "30")
     ttl_raw = get("JOB_TTL_SECONDS_AFTER_FINISHED")
@@ -339,6 +352,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         eventgrid_topic_endpoint=topic,
         eventgrid_topic_key=get("EVENTGRID_TOPIC_KEY"),
         stall_after_seconds=stall,
+        poll_read_through_seconds=read_through,
         submit_grace_seconds=submit_grace,
         pod_check_after_seconds=pod_check,
         sweep_period_seconds=period,

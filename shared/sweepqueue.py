@@ -83,8 +83,11 @@ class SweepQueue:
         except _Exists:
             pass
 
-    def send(self, body: dict) -> None:
-        self._call(self._queue.send_message, json.dumps(body, separators=(",", ":")).encode("utf-8"))
+    def send(self, body: dict, *, ttl_seconds: int | None = None) -> None:
+        """Enqueue ``body`` (JSON); it expires after ``ttl_seconds`` when given (the service's
+        default, 7 days, otherwise)."""
+        self._call(self._queue.send_message, json.dumps(body, separators=(",", ":")).encode("utf-8"),
+                   time_to_live=ttl_seconds)
         self.sent += 1
 
     def receive(self, *, max_messages: int = 32, visibility_timeout: int = 300) -> Iterator[Received]:

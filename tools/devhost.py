@@ -5,13 +5,17 @@ each function's route, methods and auth level - on ``http://127.0.0.1:7071/api/.
 timer triggers on their NCRONTAB schedule (six fields, seconds first, parsed by croniter; ``%NAME%``
 resolved from the environment as the Functions host resolves app settings). Event Grid triggers
 are reachable the way the real host exposes them: ``POST /runtime/webhooks/eventgrid?functionName=X``.
+Queue triggers are fired by polling their Storage Queue (the ``connection`` setting holding a
+connection string), each message base64-decoded and deleted once the function returns, redelivered
+after its visibility timeout when it raises, dropped after five attempts - as the real host does.
 
 With Core Tools installed, ``func start`` serves the same files; this host only exists so that
 ``make run`` works on a bare machine and tests can drive the app over real HTTP.
 
 Embedded defaults, so one command runs the whole thing:
 - ``local.settings.json`` values are loaded into the environment when present (like ``func start``);
-- no ``RUNS_TABLE_*`` setting: an Azurite table service is started (tools/azurite);
+- no ``RUNS_TABLE_*`` setting: an Azurite table service is started (tools/azurite), and its queue
+  service for the sweep queue when no ``SweepQueue`` setting is given;
 - no cluster configured: the Kubernetes simulator is started with sample source Jobs, in real time,
   and the app is pointed at it through a kubeconfig - runs are SIMULATED, and it says so loudly.
 """
@@ -35,6 +39,8 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 log = logging.getLogger("devhost")
 ROOT = Path(__file__).resolve().parent.parent
+QUEUE_POLL_SECONDS = 1.0  # the real host polls an idle queue with backoff up to a minute; locally, quicker
+MAX_DEQUEUE_COUNT = 5  # the real host's maxDequeueCount default
 
 
 class Route:
@@ -54,11 +60,12 @@ def _value(v):
     return getattr(v, "value", v)
 
 
-def load_functions(app) -> tuple[list[Route], dict, dict]:
-    """(http routes, timers {name: (schedule, fn)}, event grid {name: fn}) from a FunctionApp."""
+def load_functions(app) -> tuple[list[Route], dict, dict, dict]:
+    """(http routes, timers {name: (schedule, fn)}, event grid {name: fn},
+    queues {name: (queue name expression, connection setting, fn)}) from a FunctionApp."""
     if getattr(app, "functions_bindings", None):
         app.functions_bindings = {}  # a second get_functions() call raises otherwise
-    routes, timers, eventgrid = [], {}, {}
+    routes, timers, eventgrid, queues = [], {}, {}, {}
     for fn in app.get_functions():
         bindings = [b.get_dict_repr() for b in fn.get_bindings()]
         trigger = next(b for b in bindings if _value(b["direction"]) == 0 or "Trigger" in b["type"])
@@ -72,8 +79,11 @@ def load_functions(app) -> tuple[list[Route], dict, dict]:
             timers[fn.get_function_name()] = (trigger["schedule"], fn.get_user_function())
         elif kind == "eventGridTrigger":
             eventgrid[fn.get_function_name()] = fn.get_user_function()
+        elif kind == "queueTrigger":
+            queues[fn.get_function_name()] = (trigger["queueName"], trigger.get("connection") or "AzureWebJobsStorage",
+                                              fn.get_user_function())
     routes.sort(key=lambda r: -r.specificity)
-    return routes, timers, eventgrid
+    return routes, timers, eventgrid, queues
 
 
 def resolve_setting(expression: str) -> str:
@@ -94,7 +104,7 @@ class DevHost:
             import function_app
 
             app = function_app.app
-        self.routes, self.timers, self.eventgrid = load_functions(app)
+        self.routes, self.timers, self.eventgrid, self.queues = load_functions(app)
         self.function_key = function_key or os.environ.get("DEVHOST_FUNCTION_KEY") or secrets.token_urlsafe(24)
         self.port = port
         self.run_timers = timers
@@ -102,6 +112,7 @@ class DevHost:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.timer_runs: dict[str, int] = {}
+        self.queue_runs: dict[str, int] = {}
 
     @property
     def url(self) -> str:
@@ -133,6 +144,13 @@ class DevHost:
                                      daemon=True)
                 t.start()
                 self._threads.append(t)
+            for name, (_, connection, _) in self.queues.items():
+                if not os.environ.get(connection):
+                    log.info("queue trigger %s: app setting %s is not set; not polling", name, connection)
+                    continue
+                t = threading.Thread(target=self._queue_loop, args=(name,), name=f"queue-{name}", daemon=True)
+                t.start()
+                self._threads.append(t)
         return self.url
 
     def stop(self) -> None:
@@ -147,6 +165,43 @@ class DevHost:
         _, fn = self.timers[name]
         fn(TimerRequest(past_due=False))
         self.timer_runs[name] = self.timer_runs.get(name, 0) + 1
+
+    def drain_queue(self, name: str, *, visibility_timeout: int = 30, max_messages: int | None = None) -> int:
+        """Fire queue trigger ``name`` for the messages visible now (one at a time, as one
+        consumer); returns how many its function took. Several threads may drain at once: each
+        is one more consumer."""
+        import azure.functions as func
+
+        queue_expr, connection, fn = self.queues[name]
+        client = _queue_client(os.environ[connection], resolve_setting(queue_expr))
+        taken = 0
+        while max_messages is None or taken < max_messages:
+            messages = list(client.receive_messages(max_messages=1, visibility_timeout=visibility_timeout))
+            if not messages:
+                return taken
+            message = messages[0]
+            body = message.content if isinstance(message.content, bytes) else str(message.content).encode()
+            try:
+                fn(func.QueueMessage(id=message.id, body=body, pop_receipt=message.pop_receipt))
+            except Exception:
+                log.exception("queue trigger %s failed (attempt %d)", name, message.dequeue_count)
+                if message.dequeue_count >= MAX_DEQUEUE_COUNT:
+                    client.delete_message(message.id, message.pop_receipt)  # the real host parks it as poison
+                continue
+            client.delete_message(message.id, message.pop_receipt)
+            taken += 1
+            self.queue_runs[name] = self.queue_runs.get(name, 0) + 1
+        return taken
+
+    def _queue_loop(self, name: str) -> None:
+        while not self._stop.is_set():
+            try:
+                taken = self.drain_queue(name)
+            except Exception:
+                log.exception("polling the queue of %s failed", name)
+                taken = 0
+            if self._stop.wait(QUEUE_POLL_SECONDS if not taken else 0):
+                return
 
     def _timer_loop(self, name: str, schedule: str, fn) -> None:
         from croniter import croniter
@@ -261,6 +316,14 @@ class DevHost:
 # ------------------------------------------------------------- local stack
 
 
+def _queue_client(connection_string: str, queue_name: str):
+    from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePolicy, QueueClient
+
+    return QueueClient.from_connection_string(connection_string, queue_name,
+                                              message_encode_policy=BinaryBase64EncodePolicy(),
+                                              message_decode_policy=BinaryBase64DecodePolicy())
+
+
 def load_local_settings(path: Path = ROOT / "local.settings.json") -> None:
     if not path.exists():
         return
@@ -274,6 +337,7 @@ class LocalStack:
 
     def __init__(self):
         self.azurite = None
+        self.azurite_queue = None
         self.sim = None
         self.kubeconfig_dir = None
 
@@ -284,6 +348,10 @@ class LocalStack:
             self.azurite = Azurite()
             self.azurite.start()
             os.environ["RUNS_TABLE_CONNECTION_STRING"] = self.azurite.connection_string
+            if not os.environ.get("SweepQueue") and not os.environ.get("SweepQueue__queueServiceUri"):
+                self.azurite_queue = Azurite(service="queue")
+                self.azurite_queue.start()
+                os.environ["SweepQueue"] = self.azurite_queue.connection_string
         cluster_configured = os.environ.get("AKS_CLUSTER_NAME") or (
             os.environ.get("AKS_CREDENTIAL_MODE") == "kubeconfig" and os.environ.get("KUBECONFIG"))
         if not cluster_configured:
@@ -305,6 +373,8 @@ class LocalStack:
             self.sim.stop()
         if self.azurite is not None:
             self.azurite.close()
+        if self.azurite_queue is not None:
+            self.azurite_queue.close()
         if self.kubeconfig_dir is not None:
             self.kubeconfig_dir.cleanup()
 
@@ -337,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         f"function key: {host.function_key}   (send as ?code=... or the x-functions-key header)",
         f"sweep schedule: {os.environ.get('SWEEP_SCHEDULE')}",
         f"run table: {'Azurite (embedded)' if stack.azurite else 'configured'}",
+        f"sweep queue: {'Azurite (embedded)' if stack.azurite_queue else 'configured' if os.environ.get('SweepQueue') else 'none: the timer sweeps in process'}",
     ]
     if stack.sim is not None:
         banner += ["", "!!! NO CLUSTER CONFIGURED: runs go to the built-in Kubernetes SIMULATOR !!!",

@@ -356,7 +356,7 @@ def get_run(req: func.HttpRequest) -> func.HttpResponse:
 
     run_id = run_id_of(req)
     c = composition.collaborators()
-    run = reading.get_run(c, run_id, _optional_namespace(req, c))
+    run = reading.get_fresh_run(c, run_id, _optional_namespace(req, c))
     return answer({**run_document(run, c.settings), **run_links(req, run)})
 
 
@@ -394,7 +394,7 @@ def poll_run(req: func.HttpRequest) -> func.HttpResponse:
     settings = get_settings()
     namespace = namespace_of(req, settings) if req.params.get("namespace") else None
     try:
-        run = reading.get_run(composition.collaborators(), run_id, namespace)
+        run = reading.get_fresh_run(composition.collaborators(), run_id, namespace)
     except Exception as err:
         if not _briefly_unreachable(err):
             raise

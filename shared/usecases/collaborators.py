@@ -26,6 +26,7 @@ class Collaborators:
     store: object  # shared.runs.store.RunStore, or anything with its methods
     kube_factory: Callable[[], object]
     publisher_factory: Callable[[], object | None] = lambda: None
+    queue_factory: Callable[[], object | None] = lambda: None
     clock: Callable[[], datetime] = utcnow
 
     @cached_property
@@ -37,6 +38,12 @@ class Collaborators:
     def publisher(self):
         """The Event Grid publisher, or None when no topic is configured (then no event is recorded)."""
         return self.publisher_factory()
+
+    @cached_property
+    def queue(self):
+        """The sweep queue (``shared.sweepqueue.SweepQueue``), or None when none is configured
+        (then the timer sweeps every namespace itself)."""
+        return self.queue_factory()
 
     def kube_requests(self) -> int:
         """Kubernetes requests made so far (0 while the facade is not built)."""

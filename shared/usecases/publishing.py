@@ -33,23 +33,37 @@ def outbox_rows(c: Collaborators, before: Run | None, after: Run) -> list[dict]:
     return [outbox_row(after.namespace, after.run_id, event, at, sequence=len(after.history))]
 
 
+# Pages of the outbox (up to 1,000 events each, what one query returns) one sweep of a namespace
+# publishes: a mass change of 5,000 runs goes out in the sweep that recorded it.
+OUTBOX_PAGE = 1000
+MAX_OUTBOX_PAGES = 10
+
+
 def publish_pending(c: Collaborators, namespace: str) -> int:
-    """Publish recorded events, oldest first per run; what fails stays for the next sweep.
+    """Publish recorded events, oldest first per run, a page of up to 1,000 at a time and up to
+    ``MAX_OUTBOX_PAGES`` pages; what fails stays for the next sweep.
 
     Entries are claimed (ETag-guarded, with a lease) before publishing, so two sweeps running
     at once never both publish one event; a publisher that died leaves a claim that expires.
     """
     if c.publisher is None:
         return 0
-    now = c.clock()
-    waiting = c.store.list_outbox(namespace)
-    entries = [e for e in waiting if e.claimed_until is None or e.claimed_until <= now]
-    if entries:
-        # The lease is shorter than a sweep period: an event a dead sweep claimed goes out next time.
-        entries = c.store.claim_outbox(namespace, entries, now + timedelta(seconds=c.settings.outbox_lease_seconds))
-    delivered = _publish(c, namespace, entries) if entries else 0
-    telemetry.outbox_backlog(namespace, len(waiting) - delivered)
-    return delivered
+    published = 0
+    for _ in range(MAX_OUTBOX_PAGES):
+        now = c.clock()
+        waiting = c.store.list_outbox(namespace, limit=OUTBOX_PAGE)
+        entries = [e for e in waiting if e.claimed_until is None or e.claimed_until <= now]
+        if entries:
+            # The lease is shorter than a sweep period: an event a dead sweep claimed goes out next time.
+            entries = c.store.claim_outbox(namespace, entries,
+                                           now + timedelta(seconds=c.settings.outbox_lease_seconds))
+        delivered = _publish(c, namespace, entries) if entries else 0
+        published += delivered
+        full_page_out = len(waiting) >= OUTBOX_PAGE and entries and delivered == len(entries)
+        if not full_page_out:
+            telemetry.outbox_backlog(namespace, len(waiting) - delivered)
+            break
+    return published
 
 
 def _publish(c: Collaborators, namespace: str, entries: list) -> int:

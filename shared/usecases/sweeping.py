@@ -8,6 +8,14 @@ to 100 operations (``RunStore.save_many``), each run guarded by its marker's ETa
 transaction lost a race is read, decided again and saved on its own, so racing sweeps and
 cancels never lose a transition. A run whose Job is
 missing is Lost only after ``MISSING_SWEEPS_BEFORE_LOST`` sweeps in a row did not find it.
+
+Fan-out: with a sweep queue configured (``shared.sweepqueue``), the timer does constant work -
+``fan_out`` enqueues one message per allowed namespace - and the queue trigger sweeps one
+namespace per message (``sweep_namespace``: its runs, then its recorded events), so Azure
+Functions spreads namespaces over as many instances as it scales the queue consumers to. A
+duplicate or redelivered message is harmless: the second sweep of a namespace decodes again and
+writes nothing (markers' ETags), and events are claimed before they are published. Without a
+queue, ``sweep`` does every namespace in process.
 """
 
 from __future__ import annotations
@@ -22,10 +30,11 @@ from functools import partial
 
 from shared import diagnostics, telemetry
 from shared.kube import jobspec
+from shared.kube.errors import KubeNotFound
 from shared.kube.status import decode_job_status, job_for_decoding, pod_for_decoding
 from shared.runs.errors import StaleRun
 from shared.runs.markers import StateChange, run_from_marker
-from shared.runs.model import TERMINAL_PHASES, Phase, apply_state
+from shared.runs.model import TERMINAL_PHASES, Phase, Run, apply_state
 from shared.usecases.collaborators import Collaborators
 from shared.usecases.diagnosing import Budget, diagnose
 from shared.usecases.publishing import outbox_rows, publish_pending
@@ -36,6 +45,9 @@ log = logging.getLogger(__name__)
 MISSING_SWEEPS_BEFORE_LOST = 2
 SWEEP_WRITE_WORKERS = 8  # concurrent per-run writes in one sweep (Table requests are network-bound)
 POD_SELECTOR_MAX_RUNS = 50  # above this, list every run pod instead of naming runs in the selector
+# A shard message outlives one sweep period or two, not more: a backlog (consumers down, or slower
+# than the timer) expires instead of piling up, and the next tick enqueues every namespace afresh.
+SHARD_MESSAGE_TTL_SECONDS = 120
 
 # What one per-run write of a sweep came to.
 RECORDED, UNCHANGED, GAVE_UP = "recorded", "unchanged", "gave up"
@@ -113,6 +125,34 @@ def _sweep(c: Collaborators, per_run_writes: bool = False) -> SweepSummary:
     return summary
 
 
+def sweep_namespace(c: Collaborators, namespace: str) -> SweepSummary:
+    """One shard of a fanned-out sweep: the namespace's active runs, then its recorded events."""
+    started = time.perf_counter()
+    kube_before, table_before = c.kube_requests(), c.table_requests()
+    summary = SweepSummary(namespaces=1)
+    budget = Budget()
+    active = c.store.list_active(namespace)
+    if active:
+        summary.runs_seen = len(active)
+        _sweep_namespace(c, namespace, active, summary, budget)
+    summary.published = publish_pending(c, namespace)
+    summary.diagnosed = budget.used
+    summary.kube_requests = c.kube_requests() - kube_before
+    summary.table_operations = c.table_requests() - table_before
+    summary.duration_ms = (time.perf_counter() - started) * 1000
+    log.info("sweep of %s: %s", namespace, summary.as_dict())
+    return summary
+
+
+def fan_out(c: Collaborators, queue) -> int:
+    """The timer's part when a sweep queue is configured: one message per allowed namespace
+    (no Table or Kubernetes request). Returns how many were sent."""
+    for namespace in c.settings.allowed_namespaces:
+        queue.send({"kind": "sweep", "namespace": namespace}, ttl_seconds=SHARD_MESSAGE_TTL_SECONDS)
+    log.info("sweep fanned out: %d namespace(s) enqueued on %s", len(c.settings.allowed_namespaces), queue.name)
+    return len(c.settings.allowed_namespaces)
+
+
 def _sweep_namespace(c: Collaborators, namespace: str, active: list, summary: SweepSummary, budget: Budget,
                      per_run_writes: bool = False) -> None:
     now = c.clock()
@@ -186,6 +226,41 @@ def _diagnose_saved(c: Collaborators, namespace: str, run_id: str, now: datetime
     run = c.store.get_run(namespace, run_id)
     if run is not None and diagnostics.needs_capture(run):
         diagnose(c, run, now, budget)
+
+
+def observe_run(c: Collaborators, run: Run) -> Run:
+    """One run read through to its Job outside the sweep (a poll): one Job GET, its pods only when
+    they can change the answer, the sweep's decoder, and the same ETag-guarded write (re-read and
+    re-decided on a lost race). A missing Job is left to the sweep (it is Lost only after
+    ``MISSING_SWEEPS_BEFORE_LOST`` sweeps); the stored run is returned unchanged then."""
+    try:
+        job = c.kube.get_job(run.namespace, run.run_id)
+    except KubeNotFound:
+        return run
+    job = job_for_decoding(job)
+    now = c.clock()
+    pods: list[dict] = []
+    if _needs_pods(c, run, job, now):
+        pods = _pods_by_run(c, run.namespace, [run]).get(run.run_id, [])
+    for _ in range(SAVE_ATTEMPTS):
+        state = decode_job_status(job, pods, now=now, stall_after_seconds=c.settings.stall_after_seconds,
+                                  cancel_requested=run.cancel_requested_at is not None)
+        updated = apply_state(run, state, now)
+        if updated is None:
+            return run
+        try:
+            saved = c.store.save(updated, outbox=outbox_rows(c, run, updated))
+        except StaleRun:
+            fresh = c.store.get_run(run.namespace, run.run_id)
+            if fresh is None:
+                return run
+            run = fresh
+            continue
+        count_if_finished(run, saved)
+        if diagnostics.needs_capture(saved):
+            diagnose(c, saved, now, Budget(limit=1))
+        return saved
+    return run
 
 
 def _pods_by_run(c: Collaborators, namespace: str, need_pods: list) -> dict[str, list[dict]]:
