@@ -20,6 +20,8 @@ MASS_SPEEDUP_SIZE = 1000
 MASS_SPEEDUP_TARGET = 4.0
 MASS_BIG_SIZE = 5000
 MASS_BIG_SECONDS = 15.0
+FANOUT_STEADY_KUBE_TARGET = 25
+TWO_CONSUMERS_TARGET = 1.6
 TRACED_PEAK_SIZE = 1000
 TRACED_PEAK_TARGET = 1.5  # a steady sweep's traced peak at most this times the per-run baseline's
 OPERATIONS_PER_TRANSACTION = 100
@@ -89,6 +91,22 @@ def judge(figures: dict, function_timeout_seconds: float) -> list[Target]:
         if n == MASS_BIG_SIZE:
             targets.append(Target("mass change", f"N={n}: the sweep takes < {MASS_BIG_SECONDS:g} s",
                                   f"{b['wallMs'] / 1000:.2f} s", b["wallMs"] / 1000 < MASS_BIG_SECONDS))
+    fan = figures.get("fanout")
+    if fan:
+        shape = f"{fan['namespaces']}x{fan['runsPerNamespace']:,}"
+        steady = fan["steady"]
+        targets.append(Target("fan-out", f"{shape} steady: <= {FANOUT_STEADY_KUBE_TARGET} Kubernetes requests and "
+                                         "0 Table writes",
+                              f"{steady['kubeRequests']} requests, {steady['tableWrites']} writes",
+                              steady["kubeRequests"] <= FANOUT_STEADY_KUBE_TARGET and steady["tableWrites"] == 0))
+        targets.append(Target("fan-out", f"{shape} mass change: two consumers >= {TWO_CONSUMERS_TARGET:g}x faster "
+                                         "than one",
+                              f"{fan['massOneConsumer']['wallMs'] / 1000:.2f} s vs "
+                              f"{fan['massTwoConsumers']['wallMs'] / 1000:.2f} s = {fan['twoOverOne']}x",
+                              fan["twoOverOne"] is not None and fan["twoOverOne"] >= TWO_CONSUMERS_TARGET))
+        targets.append(Target("fan-out", "the timer does constant work: no Table or Kubernetes request",
+                              f"{steady['timerTableRequests']} Table, {steady['timerKubeRequests']} Kubernetes",
+                              steady["timerTableRequests"] == 0 and steady["timerKubeRequests"] == 0))
     big = sizes.get(TIMEOUT_SIZE)
     if big is not None:
         worst_ms = max(big["first"]["wallMs"], big["steady"]["wallMs"])
@@ -154,6 +172,8 @@ def render(figures: dict, targets: list[Target]) -> str:
         parts.append(_sweep_text(figures["sweep"]))
     if figures.get("massChange"):
         parts.append(_mass_text(figures["massChange"]))
+    if figures.get("fanout"):
+        parts.append(_fanout_text(figures["fanout"]))
     if figures.get("history"):
         parts.append(_history_text(figures["history"]))
     if figures.get("submit"):
@@ -223,6 +243,18 @@ def _mass_text(sizes: list[dict]) -> str:
         rows.append([f"N={m['runs']:,} per run / batched", "", "", "", "", _x(m["speedup"])])
     return ("MASS CHANGE - one sweep in which all N runs change (Pending -> Running), measured both ways\n"
             + table(["", "kube req", "table reads", "table writes", "changed", "wall ms"], rows))
+
+
+def _fanout_text(f: dict) -> str:
+    rows = [[label, x["consumers"], x["shards"], x["changed"], x["kubeRequests"], x["tableReads"], x["tableWrites"],
+             x["wallMs"]]
+            for label, x in (("mass change (Pending -> Running)", f["massOneConsumer"]), ("steady", f["steady"]),
+                             ("mass change (Running -> Success)", f["massTwoConsumers"]))]
+    return (f"FAN-OUT - {f['namespaces']} namespaces x {f['runsPerNamespace']:,} active runs; timer enqueues one "
+            f"message per namespace, consumers sweep one namespace per message; two / one consumer: "
+            f"{_x(f['twoOverOne'])}\n"
+            + table(["", "consumers", "shards", "changed", "kube req", "table reads", "table writes", "wall ms"],
+                    rows))
 
 
 def _history_text(h: dict) -> str:

@@ -28,9 +28,10 @@ from pathlib import Path
 from bench.reporting import judge, render
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULTS = {"sizes": "100,1000,5000", "mass_sizes": "1000,5000", "history": 50_000, "submits": 200}
-QUICK = {"sizes": "100,1000", "mass_sizes": "1000", "history": 5_000, "submits": 50}
-SECTIONS = ("cold", "sweep", "mass", "history", "submit", "credentials")
+DEFAULTS = {"sizes": "100,1000,5000", "mass_sizes": "1000,5000", "fanout": "10x1000", "history": 50_000,
+            "submits": 200}
+QUICK = {"sizes": "100,1000", "mass_sizes": "1000", "fanout": "10x200", "history": 5_000, "submits": 50}
+SECTIONS = ("cold", "sweep", "mass", "fanout", "history", "submit", "credentials")
 BASELINE_REPEATS_ABOVE = 1000  # above this N the baseline is timed once (it takes seconds per sweep)
 
 
@@ -39,7 +40,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sizes", help=f"active runs per sweep, comma-separated (default {DEFAULTS['sizes']})")
     parser.add_argument("--mass-sizes", help=f"runs changing at once, batched vs per-run writes, comma-separated "
                                              f"(default {DEFAULTS['mass_sizes']}; 0 skips)")
-    parser.add_argument("--only", help="comma-separated sections to run (cold,sweep,mass,history,submit,"
+    parser.add_argument("--fanout", help=f"NAMESPACESxRUNS swept through the queue by one and two consumers "
+                                         f"(default {DEFAULTS['fanout']}; 0 skips)")
+    parser.add_argument("--only", help="comma-separated sections to run (cold,sweep,mass,fanout,history,submit,"
                                        "credentials); default all")
     parser.add_argument("--history", type=int, help=f"finished runs for the history figure (default "
                                                     f"{DEFAULTS['history']:,})")
@@ -63,6 +66,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.mass_sizes = [int(s) for s in str(args.mass_sizes).split(",") if s.strip() and int(s) > 0]
     except ValueError:
         parser.error("--sizes and --mass-sizes take whole numbers separated by commas, e.g. 100,1000,5000")
+    if str(args.fanout) in ("0", ""):
+        args.fanout = None
+    else:
+        try:
+            namespaces, runs = (int(n) for n in str(args.fanout).lower().split("x"))
+        except ValueError:
+            parser.error("--fanout takes NAMESPACESxRUNS, e.g. 10x1000")
+        args.fanout = (namespaces, runs)
     args.only = set(SECTIONS if not args.only else (s.strip() for s in args.only.split(",") if s.strip()))
     if args.only - set(SECTIONS):
         parser.error(f"--only takes sections among {', '.join(SECTIONS)}")
@@ -104,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from bench.cold_start import cold_start_figures
     from bench.credentials import credential_figures
+    from bench.fanout import fanout_figures
     from bench.mass import mass_change_figures
     from bench.submitting import submit_figures
     from bench.sweeping import history_figures, sweep_figures
@@ -147,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
             for runs in args.mass_sizes:
                 begin(f"mass change N={runs}", f"mass change: {runs:,} runs changing at once, batched, then per run")
                 figures["massChange"].append(mass_change_figures(world, runs))
+        if "fanout" in args.only and args.fanout:
+            namespaces, runs = args.fanout
+            begin("fan-out", f"fan-out: {namespaces} namespaces x {runs:,} active runs through the sweep queue")
+            figures["fanout"] = fanout_figures(world, namespaces, runs)
         if "history" in args.only:
             begin("history", f"history: {args.history:,} finished runs beside {args.history_active:,} active "
                              "ones (seeding takes a while: Azurite scans the whole partition on every insert)")

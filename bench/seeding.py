@@ -61,15 +61,15 @@ def _parameters(i: int) -> list[jobspec.Parameter]:
 
 
 def seed_active_runs(cluster: ClusterControl, store: RunStore, namespace: str, count: int, *, now: datetime,
-                     prefix: str = "active") -> list[str]:
+                     prefix: str = "active", scenario: str = "run-forever") -> list[str]:
     """``count`` runs as a submit leaves them: a row ``Starting/Pending`` and its Job, just created.
 
-    Their Jobs run forever (scenario ``run-forever``): advance the cluster's clock a few seconds
+    Their Jobs run forever (scenario ``run-forever``, unless another is given): advance the cluster's clock a few seconds
     and every pod is Running, so the next sweep changes every run exactly once. The runs carry no
     idempotency key (Polysync's flat submit body has none), so each has three rows: run, time
     index and active marker; the key only names the Job deterministically.
     """
-    template = jobspec.clone_source_job(source_job())
+    template = jobspec.clone_source_job(source_job(scenario=scenario))
     jobs: list[dict] = []
     rows: list[dict] = []
     run_ids: list[str] = []

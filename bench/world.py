@@ -31,6 +31,7 @@ class World:
     azurite: Azurite
     cluster: ClusterControl
     workdir: Path
+    azurite_queue: Azurite | None = None  # the queue service, for the fan-out section
 
     def settings(self, namespace: str, **env: str) -> Settings:
         """App settings for ``namespace``: kubeconfig mode on the simulator, a fresh table."""
@@ -71,5 +72,6 @@ def started_world(latency: float, workdir: Path) -> Iterator[World]:
     with ExitStack() as stack:
         cluster = stack.enter_context(simulated_cluster(latency))
         azurite = stack.enter_context(Azurite(in_memory=True, location=workdir / "azurite"))
+        azurite_queue = stack.enter_context(Azurite(in_memory=True, location=workdir / "azurite", service="queue"))
         stack.callback(forget_connectors)
-        yield World(azurite=azurite, cluster=cluster, workdir=workdir)
+        yield World(azurite=azurite, cluster=cluster, workdir=workdir, azurite_queue=azurite_queue)

@@ -15,12 +15,12 @@ from bench import run
 
 def test_bench_run_prints_sane_figures_for_tiny_sizes(tmp_path, capsys):
     figures_path = tmp_path / "figures.json"
-    status = run.main(["--sizes", "20", "--mass-sizes", "20", "--history", "200", "--submits", "10", "--credential-ops", "12",
+    status = run.main(["--sizes", "20", "--mass-sizes", "20", "--fanout", "2x10", "--history", "200", "--submits", "10", "--credential-ops", "12",
                        "--cold-start-runs", "1", "--repeats", "1", "--json", str(figures_path)])
 
     assert status == 0
     printed = capsys.readouterr().out
-    for section in ("SWEEP", "MASS CHANGE", "HISTORY", "SUBMIT", "CREDENTIALS", "COLD START", "TARGETS"):
+    for section in ("SWEEP", "MASS CHANGE", "FAN-OUT", "HISTORY", "SUBMIT", "CREDENTIALS", "COLD START", "TARGETS"):
         assert section in printed
 
     figures = json.loads(figures_path.read_text())
@@ -38,6 +38,12 @@ def test_bench_run_prints_sane_figures_for_tiny_sizes(tmp_path, capsys):
     assert mass["batched"]["changed"] == mass["perRun"]["changed"] == 20
     assert (mass["batched"]["tableReads"], mass["batched"]["tableWrites"]) == (1, 1)  # markers, one transaction
     assert (mass["perRun"]["tableReads"], mass["perRun"]["tableWrites"]) == (21, 20)  # + a read and a save per run
+
+    fan = figures["fanout"]
+    assert fan["massOneConsumer"]["changed"] == fan["massTwoConsumers"]["changed"] == 20
+    assert fan["massOneConsumer"]["shards"] == fan["steady"]["shards"] == 2
+    assert (fan["steady"]["changed"], fan["steady"]["tableWrites"], fan["steady"]["kubeRequests"]) == (0, 0, 2)
+    assert fan["steady"]["timerTableRequests"] == fan["steady"]["timerKubeRequests"] == 0
 
     history = figures["history"]
     assert history["finished"] == 200 and history["with"]["tableReads"] == history["without"]["tableReads"]
