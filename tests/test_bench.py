@@ -63,7 +63,8 @@ def test_bench_run_prints_sane_figures_for_tiny_sizes(tmp_path, capsys):
 
     # Every count-based target passes; the cold-start ratio is a timing and may vary on a busy machine.
     verdicts = {t["claim"]: t["verdict"] for t in figures["targets"]}
-    assert all(v in ("PASS", "n/a") for claim, v in verdicts.items() if not claim.startswith("import function_app"))
+    timed = ("import function_app", "faster", "takes <")
+    assert all(v in ("PASS", "n/a") for claim, v in verdicts.items() if not any(t in claim for t in timed))
     targets_text = printed.split("TARGETS", 1)[1]
     assert all(claim in targets_text for claim in verdicts)
     assert verdicts["N=1000: wall time >= 10x faster than the baseline (steady sweeps)"] == "n/a"

@@ -63,7 +63,8 @@ def test_the_timer_only_enqueues_one_message_per_namespace(queued):
     assert queued.sim.requests == Counter()  # no Kubernetes request
     assert sum(queued.service.store.requests.values()) == table_before  # no Table request
     assert queued.service.queue.depth() == len(NAMESPACES)
-    assert {queued.run(i)["phase"] for i in ids} == {"Pending"}  # nothing swept yet
+    stored = queued.service.store
+    assert {stored.get_run("team-a", i).phase for i in ids} == {"Pending"}  # nothing swept yet
 
     assert queued.host.drain_queue("sweep_shard") == len(NAMESPACES)
     assert {queued.run(i)["phase"] for i in ids} == {"Running"}

@@ -353,7 +353,7 @@ def test_azurite_stopped_mid_sweep_and_started_again_loses_no_transition(app, ap
 
     # The sweep writes runs in transactions: whichever landed before the stop survived it whole
     # (Running); the others are untouched (Pending). Nothing is half-written.
-    phases_after_restart = [app.run(run_id)["phase"] for run_id in run_ids]
+    phases_after_restart = [app.service.store.get_run("default", run_id).phase for run_id in run_ids]
     assert set(phases_after_restart) <= {"Running", "Pending"}
     assert "Pending" in phases_after_restart
 

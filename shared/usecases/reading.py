@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import weakref
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from shared.errors import AppError, NotFound
 from shared.kube.errors import KubeError
@@ -48,14 +47,15 @@ def get_fresh_run(c: Collaborators, run_id: str, namespace: str | None = None) -
         return run
     gate = _gates(c).gate(run.namespace, run.run_id)
     with gate.lock:
-        if gate.run is not None and time.monotonic() - gate.read_at < interval:
-            return gate.run  # another poll read through moments ago: share its answer
+        if gate.read_at is not None and c.clock() - gate.read_at < timedelta(seconds=interval):
+            # Another poll read through moments ago: what it learnt is in the table now.
+            return c.store.get_run(run.namespace, run.run_id) or run
         try:
             observed = observe_run(c, run)
         except (AppError, KubeError) as err:  # the cluster or the table is unreachable: the stored state stands
             log.warning("run %s: reading through to its Job failed: %s", run.run_id, type(err).__name__)
             return run
-        gate.run, gate.read_at = observed, time.monotonic()
+        gate.read_at = c.clock()
         return observed
 
 
@@ -65,12 +65,11 @@ def _older_than(run: Run, c: Collaborators, interval: float) -> bool:
 
 
 class _Gate:
-    __slots__ = ("lock", "read_at", "run")
+    __slots__ = ("lock", "read_at")
 
     def __init__(self):
         self.lock = threading.Lock()
-        self.read_at = 0.0
-        self.run: Run | None = None
+        self.read_at: datetime | None = None  # the app's clock at this process's last read-through
 
 
 class _Gates:

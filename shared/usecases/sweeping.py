@@ -229,8 +229,8 @@ def _diagnose_saved(c: Collaborators, namespace: str, run_id: str, now: datetime
 
 
 def observe_run(c: Collaborators, run: Run) -> Run:
-    """One run read through to its Job outside the sweep (a poll): one Job GET, its pods only when
-    they can change the answer, the sweep's decoder, and the same ETag-guarded write (re-read and
+    """One run read through to its Job outside the sweep (a poll): one Job GET, its pods (and the
+    Warning events the sweep would read) only when they can change the answer, the sweep's decoder, and the same ETag-guarded write (re-read and
     re-decided on a lost race). A missing Job is left to the sweep (it is Lost only after
     ``MISSING_SWEEPS_BEFORE_LOST`` sweeps); the stored run is returned unchanged then."""
     try:
@@ -240,11 +240,13 @@ def observe_run(c: Collaborators, run: Run) -> Run:
     job = job_for_decoding(job)
     now = c.clock()
     pods: list[dict] = []
+    events = None
     if _needs_pods(c, run, job, now):
         pods = _pods_by_run(c, run.namespace, [run]).get(run.run_id, [])
+        events = _events_by_run(c, run.namespace, [(run.run_id, job, pods)]).get(run.run_id)
     for _ in range(SAVE_ATTEMPTS):
         state = decode_job_status(job, pods, now=now, stall_after_seconds=c.settings.stall_after_seconds,
-                                  cancel_requested=run.cancel_requested_at is not None)
+                                  cancel_requested=run.cancel_requested_at is not None, events=events)
         updated = apply_state(run, state, now)
         if updated is None:
             return run
