@@ -309,3 +309,39 @@ def test_the_secret_owner_reference_names_the_created_job_without_blocking_its_d
 def test_a_parameter_value_json_round_trips():
     value = {"k": [1, "два", True]}
     assert json.loads(parameter_value_text(value)) == value
+
+
+# ------------------------------------------------------------------- env names per cluster
+
+
+@pytest.mark.parametrize("version, relaxed", [
+    ("v1.32.4", True), ("1.32", True), (" v1.33.0-gke.1 ", True), ("v2.0", True),
+    ("v1.31.9", False), ("1.4", False), ("", False), (None, False), ("garbage", False),
+])
+def test_relaxed_env_names_start_with_kubernetes_1_32(version, relaxed):
+    assert jobspec.relaxed_env_names(version) is relaxed
+
+
+@pytest.mark.parametrize("name, problem", [
+    ("DAY_1.x-y", None),
+    ("1ST", "it starts with a digit"),
+    ("A B=C", "it contains ' ' at position 1"),
+    ("", "it is empty"),
+])
+def test_the_strict_env_name_rule_says_what_is_wrong(name, problem):
+    assert jobspec.env_name_problem(name) == problem
+
+
+RELAXED_RULE = "environment variable names on this cluster may be any printable ASCII characters other than '='"
+
+
+@pytest.mark.parametrize("name, problem", [
+    ("MY VAR 1~", None),
+    ("A=B=C", f"{RELAXED_RULE}: it contains '=' at position 1"),
+    ("A\x1fB", f"{RELAXED_RULE}: it contains '\\x1f' at position 1"),
+    ("AB\x7f", f"{RELAXED_RULE}: it contains '\\x7f' at position 2"),
+    ("café", f"{RELAXED_RULE}: it contains 'é' at position 3"),
+    ("", RELAXED_RULE),
+])
+def test_the_relaxed_env_name_rule_allows_printable_ascii_but_equals(name, problem):
+    assert jobspec.env_name_problem(name, relaxed=True) == problem

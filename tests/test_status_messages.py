@@ -295,3 +295,111 @@ def test_a_stall_is_measured_against_the_limit_given():
     p = [pod(created_ago=STALL + 1, waiting=("ImagePullBackOff", "x"))]
     assert decode(job(active=1), p, stall_after_seconds=STALL).phase == Phase.STALLED
     assert decode(job(active=1), p, stall_after_seconds=STALL + 1).phase == Phase.PENDING
+
+
+# --------------------------------------------------------- refused pods: FailedCreate events
+
+JOB_NAME = "nightly-etl-abcdefghij"
+
+
+def warning(reason: str, message: str, *, kind: str = "Job", name: str = JOB_NAME, **times) -> dict:
+    return {"type": "Warning", "reason": reason, "message": message,
+            "involvedObject": {"kind": kind, "name": name}, **times}
+
+
+def refused(events, started_ago: float = 60, **kw) -> RunState:
+    return decode(job(active=0, startTime=ts(started_ago)), events=events, **kw)
+
+
+def test_a_started_job_without_pods_or_events_says_kubernetes_may_be_refusing_them():
+    assert refused([]) == RunState(STARTING, Phase.PENDING, "NoPods",
+                                   f"The Job started at {ts(60)} but has no pod: Kubernetes may be refusing "
+                                   "to create it (see the Job's FailedCreate events)")
+    assert refused([], started_ago=STALL + 1).phase == Phase.STALLED
+    assert refused([], started_ago=STALL).phase == Phase.PENDING
+
+
+def test_the_newest_failed_create_event_of_the_job_says_why():
+    events = [
+        warning("FailedCreate", "older", lastTimestamp=ts(5)),
+        warning("FailedCreate", "(combined from similar events): newest", lastTimestamp=ts(50),
+                series={"lastObservedTime": ts(1)}),
+        warning("FailedCreate", "other job", name="another-job", lastTimestamp=ts(0)),
+        warning("FailedCreate", "about a pod", kind="Pod", lastTimestamp=ts(0)),
+        warning("FailedMount", "not this reason", lastTimestamp=ts(0)),
+        {**warning("FailedCreate", "normal, not a warning", lastTimestamp=ts(0)), "type": "Normal"},
+        "junk",
+    ]
+    assert refused(events) == RunState(STARTING, Phase.PENDING, "FailedCreate",
+                                       f"Kubernetes refuses to create the Job's pods (since {ts(60)}): newest")
+
+
+@pytest.mark.parametrize("newer", [
+    {"lastTimestamp": ts(1)},
+    {"eventTime": ts(1)},
+    {"metadata": {"creationTimestamp": ts(1)}},
+    {"series": {"lastObservedTime": ts(1)}, "lastTimestamp": ts(100)},
+], ids=["lastTimestamp", "eventTime", "creationTimestamp", "series"])
+def test_an_events_time_is_its_latest_observation_whichever_field_holds_it(newer):
+    events = [warning("FailedCreate", "old", lastTimestamp=ts(30), eventTime=ts(30)),
+              warning("FailedCreate", "new", **newer),
+              warning("FailedCreate", "undated")]
+    assert refused(events).message.endswith("): new")
+
+
+def test_an_events_k8s_io_event_names_its_object_as_regarding_and_its_text_as_note():
+    event = {"type": "Warning", "reason": "FailedCreate", "note": "quota exceeded",
+             "regarding": {"kind": "Job", "name": JOB_NAME}, "eventTime": ts(3)}
+    assert refused([event]).message.endswith("): quota exceeded")
+
+
+def test_a_mount_that_fails_names_the_event_of_the_pod():
+    p = pod(created_ago=60, waiting=("ContainerCreating", ""))
+    events = [warning("FailedMount", "MountVolume.SetUp failed for volume \"creds\"", kind="Pod", name=POD,
+                      lastTimestamp=ts(2))]
+    assert decode(job(active=1), [p], events=events) == RunState(
+        STARTING, Phase.PENDING, "FailedMount",
+        f"Pod {POD} (waiting since {(NOW - timedelta(seconds=60)).isoformat()}): "
+        "MountVolume.SetUp failed for volume \"creds\"")
+
+
+# ------------------------------------------------------------------- held at creation, Indexed
+
+
+@pytest.mark.parametrize("counts, expected_phase", [
+    ({}, Phase.QUEUED), ({"succeeded": 1}, Phase.CANCELLED), ({"failed": 1}, Phase.CANCELLED),
+    ({"startTime": ts(60)}, Phase.CANCELLED),
+], ids=["never-started", "succeeded-once", "failed-once", "started"])
+def test_only_a_suspended_job_that_never_ran_is_held_rather_than_cancelled(counts, expected_phase):
+    assert decode(job(bare("Suspended"), **counts)).phase == expected_phase
+
+
+def test_a_job_held_by_admission_at_create_says_so():
+    state = decode(job(bare("Suspended")))
+    assert state == RunState(STARTING, Phase.QUEUED, "JobSuspended",
+                             "Suspended at creation by the cluster's admission (a queueing system such as "
+                             "Kueue): waiting to be admitted (Job suspended)")
+
+
+def indexed(**status) -> dict:
+    return job(spec={"completionMode": "Indexed", "completions": 10}, **status)
+
+
+def test_index_progress_counts_the_indexes_kubernetes_lists():
+    from shared.kube.status import index_progress
+
+    assert index_progress(indexed(completedIndexes="0,2-4", failedIndexes="5")) == {
+        "completions": 10, "completedIndexes": "0,2-4", "completed": 4, "failedIndexes": "5", "failed": 1}
+    assert index_progress(indexed()) == {"completions": 10, "completedIndexes": "", "completed": 0}
+    per_index = job(spec={"completionMode": "Indexed", "completions": 3, "backoffLimitPerIndex": 1})
+    assert index_progress(per_index) == {"completions": 3, "completedIndexes": "", "completed": 0,
+                                         "failedIndexes": "", "failed": 0}
+    assert index_progress(indexed(completedIndexes="0,x-3"))["completed"] == 0  # malformed: no guess
+    assert index_progress(indexed(completedIndexes="1, ,7-8"))["completed"] == 3
+    assert index_progress(job()) is None and index_progress(None) is None
+
+
+def test_a_running_indexed_job_says_how_far_it_got():
+    state = decode(indexed(active=2, startTime=ts(60), completedIndexes="0,2-4", failedIndexes="5"))
+    assert state.message == "2 pod(s) active; indexes completed 4 of 10 (0,2-4), failed 1 (5)"
+    assert decode(indexed(active=1, startTime=ts(60))).message == "1 pod(s) active; indexes completed 0 of 10"
