@@ -345,3 +345,62 @@ RELAXED_RULE = "environment variable names on this cluster may be any printable 
 ])
 def test_the_relaxed_env_name_rule_allows_printable_ascii_but_equals(name, problem):
     assert jobspec.env_name_problem(name, relaxed=True) == problem
+
+
+def test_a_route_value_sent_again_with_another_value_is_refused_without_quoting_it():
+    with pytest.raises(ValidationFailed) as caught:
+        jobspec.drop_route_values([Parameter("externalId", "s3cret-looking")], {"externalId": "nightly-etl"},
+                                  field_prefix="parameters.")
+    assert (caught.value.field, caught.value.message) == (
+        "parameters.externalId",
+        "externalId in the body differs from externalId in the URL; a route value is not a run parameter "
+        "(send the same value or leave it out)")
+
+
+def test_an_owner_reference_needs_the_job_the_api_server_returned():
+    for job in ({"metadata": {"name": "r"}}, {"metadata": {"uid": "u"}}, {}):
+        with pytest.raises(ValueError, match=r"^the Job has no name/uid yet: pass the Job the API server "
+                                             r"returned on create$"):
+            jobspec.secret_owner_reference(job)
+
+
+def test_an_inferred_secret_with_a_name_too_long_for_a_secret_key_is_refused_naming_it():
+    long_name = "API_TOKEN_" + "X" * (MAX_SECRET_KEY_CHARS - 9)
+    with pytest.raises(ValidationFailed) as caught:
+        jobspec.infer_secrets([Parameter(long_name, "v")], source_job=None, patterns=["*TOKEN*"])
+    assert caught.value.field == f"parameters.{long_name[:60]}"
+    assert caught.value.message == (f"Parameter {long_name[:80] + '…'!r} is a Secret and has a name longer than "
+                                    f"{MAX_SECRET_KEY_CHARS} characters (it becomes a Secret key)")
+    fits = long_name[:MAX_SECRET_KEY_CHARS]
+    [inferred] = jobspec.infer_secrets([Parameter(fits, "v")], source_job=None, patterns=["*TOKEN*"])
+    assert inferred.data_type == "Secret"
+
+
+def test_a_clone_is_a_batch_v1_job_even_from_a_source_without_a_template():
+    clone = jobspec.clone_source_job({"apiVersion": "batch/v1beta1", "kind": "Whatever", "spec": {"parallelism": 2}})
+    assert clone == {"apiVersion": "batch/v1", "kind": "Job", "metadata": {},
+                     "spec": {"parallelism": 2, "template": {"metadata": {}}}}
+
+
+def test_only_a_label_named_like_gitops_instance_tracking_is_dropped_not_an_annotation():
+    source = {"metadata": {"labels": {"app.kubernetes.io/instance": "prod", "team": "data"},
+                           "annotations": {"app.kubernetes.io/instance": "kept", "argocd.argoproj.io/sync": "x"}},
+              "spec": {"template": {"spec": {"containers": [{"name": "c"}]}}}}
+    meta = jobspec.clone_source_job(source)["metadata"]
+    assert meta == {"labels": {"team": "data"}, "annotations": {"app.kubernetes.io/instance": "kept"}}
+
+
+@pytest.mark.parametrize("template", [{}, {"spec": {}}, {"spec": {"template": {"spec": {"containers": []}}}},
+                                      {"spec": {"template": {"spec": {"containers": ["junk"]}}}}],
+                         ids=["no-spec", "no-template", "no-containers", "container-not-an-object"])
+def test_a_template_without_a_usable_container_is_refused(template):
+    with pytest.raises(ValueError, match="^the Job template has no containers$"):
+        render_run_job(template, run_id="r-1", namespace="default", external_id="etl", parameters=[],
+                       idempotency_key=None, ttl_seconds_after_finished=None)
+
+
+def test_an_explicit_null_ttl_with_no_default_leaves_no_ttl_field():
+    template = {"spec": {"ttlSecondsAfterFinished": None, "template": {"spec": {"containers": [{"name": "c"}]}}}}
+    job = render_run_job(template, run_id="r-1", namespace="default", external_id="etl", parameters=[],
+                         idempotency_key=None, ttl_seconds_after_finished=None).job
+    assert "ttlSecondsAfterFinished" not in job["spec"]

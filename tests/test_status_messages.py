@@ -403,3 +403,8 @@ def test_a_running_indexed_job_says_how_far_it_got():
     state = decode(indexed(active=2, startTime=ts(60), completedIndexes="0,2-4", failedIndexes="5"))
     assert state.message == "2 pod(s) active; indexes completed 4 of 10 (0,2-4), failed 1 (5)"
     assert decode(indexed(active=1, startTime=ts(60))).message == "1 pod(s) active; indexes completed 0 of 10"
+
+
+def test_a_failed_create_event_without_text_says_so_plainly():
+    assert refused([warning("FailedCreate", "", lastTimestamp=ts(1))]).message == (
+        f"Kubernetes refuses to create the Job's pods (since {ts(60)}):")  # trimmed
