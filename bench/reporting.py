@@ -54,8 +54,8 @@ def judge(figures: dict, function_timeout_seconds: float) -> list[Target]:
         targets.append(Target("sweep", f"N={runs}: 0 Table writes when nothing changed",
                               f"{s['steady']['tableWrites']} writes", s["steady"]["tableWrites"] == 0))
         first = s["first"]
-        # Three operations per changed run (run row, time row, marker), 100 per transaction.
-        most = -(-runs * 3 // OPERATIONS_PER_TRANSACTION)
+        # Three operations per changed run (run row, time row, marker); whole runs per transaction.
+        most = -(-runs // (OPERATIONS_PER_TRANSACTION // 3))
         targets.append(Target("sweep", f"N={runs}: every run changes once, in transactions of up to 100 "
                                        f"operations (<= {most} writes)",
                               f"{first['changed']} changed, {first['tableWrites']} writes",
