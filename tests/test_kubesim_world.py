@@ -159,6 +159,31 @@ def test_kueue_managing_jobs_without_queue_name_suspends_every_new_job_in_the_cr
             api.close()
 
 
+
+def test_kueue_managing_jobs_without_queue_name_can_preempt_a_started_job_without_a_label():
+    # Kueue's jobframework reconciler stops a preempted workload by setting spec.suspend again; the
+    # Job controller (syncJob, suspend branch) then deletes the active pods and sets Suspended.
+    with KubeSim(seed=3, kueue_manage_all=True) as sim:
+        api = api_client_for(sim)
+        try:
+            batch = client.BatchV1Api(api)
+            core = client.CoreV1Api(api)
+            batch.create_namespaced_job(NS, job_body("plain", scenario="run-forever"))
+            sim.admit(NS, "plain")
+            sim.advance(10)
+            started = batch.read_namespaced_job("plain", NS)
+            assert started.status.start_time is not None and started.status.active == 1
+            sim.preempt(NS, "plain")
+            sim.advance(60)
+            job = batch.read_namespaced_job("plain", NS)
+            assert job.spec.suspend is True and not (job.metadata.labels or {}).get("kueue.x-k8s.io/queue-name")
+            assert cond(job, "Suspended").status == "True" and pods_of(core, "plain") == []
+            sim.admit(NS, "plain")
+            sim.advance(5)
+            assert batch.read_namespaced_job("plain", NS).status.active == 1
+        finally:
+            api.close()
+
 # --- 7. FailedMount and CreateContainerConfigError --------------------------------------------------
 
 

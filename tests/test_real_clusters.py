@@ -90,6 +90,29 @@ def test_kueue_managing_jobs_without_queue_name_keeps_the_run_queued_until_admit
     assert _until(app, run_id, lambda d: d["status"] == "Success")["phase"] == "Succeeded"
 
 
+def test_a_run_held_at_create_without_a_label_is_queued_again_when_preempted_after_starting(app):
+    app.sim.kueue_manage_all = True
+    app.sim.put("jobs", "default", source_job("preemptible", {}, scenario="run-forever"))
+    run_id = _submit(app, "preemptible")
+    app.sim.admit("default", run_id)
+    assert _until(app, run_id, lambda d: d["status"] == "Running")["phase"] == "Running"
+    app.sim.preempt("default", run_id)
+    for _ in range(6):
+        app.advance(10)  # the timer sweep decodes the suspended Job; the poll reads the stored run
+        assert _state(app.run(run_id))[:2] == ("Starting", "Queued")
+    app.sim.admit("default", run_id)
+    assert _until(app, run_id, lambda d: d["status"] == "Running")["phase"] == "Running"
+
+
+def test_a_started_run_not_held_at_create_is_cancelled_when_its_job_is_suspended(app):
+    app.sim.put("jobs", "default", source_job("plainly", {}, scenario="run-forever"))
+    run_id = _submit(app, "plainly")
+    assert _until(app, run_id, lambda d: d["status"] == "Running")["phase"] == "Running"
+    app.sim.preempt("default", run_id)  # suspended by someone else, with no queue label
+    assert _state(_until(app, run_id, lambda d: d["status"] != "Running")) == (
+        "Cancelled", "Cancelled", "JobSuspended")
+
+
 def test_a_missing_volume_secret_is_pending_then_stalled_failed_mount(app):
     source = source_job("mounts", {}, scenario="mount-error")
     source["spec"]["template"]["spec"]["volumes"] = [{"name": "creds", "secret": {"secretName": "db-creds"}}]

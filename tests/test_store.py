@@ -608,3 +608,18 @@ def test_endpoint_with_managed_identity_builds_a_store_without_touching_the_netw
     assert store.table_name == "aksjobruns"
     assert store.requests == Counter()
 
+
+
+def test_held_at_create_is_kept_on_the_run_and_its_marker_and_rows_without_it_load(azurite, run_store):
+    run_store.create_run(replace(new_run("held"), held_at_create=True))
+    run_store.create_run(new_run("older"))
+    table = raw_table(azurite, run_store)
+    for kind in ("run", "active"):  # rows written before the column existed
+        row = next(e for e in table.list_entities() if e["kind"] == kind and e["run_id"] == "older")
+        del row["held_at_create"]
+        table.upsert_entity(row, mode="replace")
+
+    assert run_store.get_run("default", "held").held_at_create is True
+    assert run_store.get_run("default", "older").held_at_create is False
+    markers = {a.run_id: a.held_at_create for a in run_store.list_active("default")}
+    assert markers == {"held": True, "older": False}

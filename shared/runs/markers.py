@@ -34,6 +34,7 @@ class ActiveRun:
     # None for a marker written before markers carried the history: such a run is saved the
     # per-run way (read, then ``save``).
     history: list[dict] | None = None
+    held_at_create: bool = False  # Run.held_at_create
     etag: str | None = None  # the marker's ETag (it changes whenever the run row does)
 
     @property
@@ -71,5 +72,6 @@ def run_from_marker(marker: ActiveRun) -> Run:
         started_at=marker.started_at,
         cancel_requested_at=marker.cancel_requested_at,
         missing_sweeps=marker.missing_sweeps,
+        held_at_create=marker.held_at_create,
         history=list(marker.history or []),
     )

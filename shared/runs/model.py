@@ -94,6 +94,10 @@ class Run:
     spec_hash: str | None = None
     cancel_requested_at: datetime | None = None
     missing_sweeps: int = 0  # consecutive sweeps that did not find the Job
+    # The create answer had spec.suspend: true though the rendered Job did not ask for it: an
+    # admission webhook (Kueue's manageJobsWithoutQueueName) holds the Job, and may suspend it again
+    # later (preemption) without any label saying so. This app never suspends a run.
+    held_at_create: bool = False
     history: list[dict] = field(default_factory=list)  # [{"at", "status", "phase", "reason"}], bounded
     diagnostics: dict | None = None
     # The Job as rendered and sent (Secret values appear only as secretKeyRefs): lets a submit whose

@@ -247,8 +247,18 @@ def _create_job(c: Collaborators, run: Run, rendered) -> Run:
         raise UpstreamError(f"The cluster refused the Job: {err.message}", details={"runId": run.run_id}) from err
     if rendered.secret is not None:
         _create_secret(c, run, rendered.secret, job)
+    if _held_at_create(rendered.job, job):
+        run = replace(run, held_at_create=True)
     return transition(c, run, RunState(Status.STARTING, Phase.PENDING, "JobCreated",
                                        f"Job {run.run_id} created in namespace {run.namespace}"))
+
+
+def _held_at_create(rendered: dict, created: dict) -> bool:
+    """Whether the create answer has ``spec.suspend: true`` though the rendered Job did not ask for
+    it: an admission webhook suspended it (Kueue's manageJobsWithoutQueueName does so with no label)."""
+    asked = (rendered.get("spec") or {}).get("suspend") is True
+    answered = isinstance(created, dict) and (created.get("spec") or {}).get("suspend") is True
+    return answered and not asked
 
 
 def _create_secret(c: Collaborators, run: Run, secret: dict, job: dict) -> None:

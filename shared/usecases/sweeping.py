@@ -183,7 +183,8 @@ def _sweep_namespace(c: Collaborators, namespace: str, active: list, summary: Sw
                     work.append(partial(_note_missing, c, namespace, marker.run_id))
                 continue
         state = decode_job_status(job, pods, now=now, stall_after_seconds=c.settings.stall_after_seconds,
-                                  cancel_requested=marker.cancel_requested_at is not None, events=events)
+                                  cancel_requested=marker.cancel_requested_at is not None, events=events,
+                                  held_at_create=marker.held_at_create)
         if (marker.status, marker.phase, marker.reason, marker.message) == (
                 state.status, state.phase, state.reason, state.message) and marker.missing_sweeps == 0:
             continue
@@ -246,7 +247,8 @@ def observe_run(c: Collaborators, run: Run) -> Run:
         events = _events_by_run(c, run.namespace, [(run.run_id, job, pods)]).get(run.run_id)
     for _ in range(SAVE_ATTEMPTS):
         state = decode_job_status(job, pods, now=now, stall_after_seconds=c.settings.stall_after_seconds,
-                                  cancel_requested=run.cancel_requested_at is not None, events=events)
+                                  cancel_requested=run.cancel_requested_at is not None, events=events,
+                                  held_at_create=run.held_at_create)
         updated = apply_state(run, state, now)
         if updated is None:
             return run
@@ -364,7 +366,8 @@ def _record(c: Collaborators, namespace: str, run_id: str, job: dict | None, pod
         if run is None:
             return UNCHANGED
         state = decode_job_status(job, pods, now=now, stall_after_seconds=c.settings.stall_after_seconds,
-                                  cancel_requested=run.cancel_requested_at is not None, events=events)
+                                  cancel_requested=run.cancel_requested_at is not None, events=events,
+                                  held_at_create=run.held_at_create)
         updated = apply_state(run, state, now)
         if updated is None:
             if run.missing_sweeps and job is not None and not run.terminal:
