@@ -352,7 +352,7 @@ def decode_job_status(job: dict | None, pods: Iterable[dict] = (), *, now: datet
     if active > 0 or started:
         if failed > 0:
             return _state(Status.RUNNING, Phase.RUNNING, "PodRetrying",
-                          f"{failed} pod(s) failed, {active} active; {_retry_note(spec)}{progress}")
+                          f"{failed} pod(s) failed, {active} active; {_retry_note(spec, failed)}{progress}")
         if active > 0:
             return _state(Status.RUNNING, Phase.RUNNING, "PodsActive", f"{active} pod(s) active{progress}")
         uncounted = status.get("uncountedTerminatedPods") or {}
@@ -393,12 +393,17 @@ def _no_pods(job: dict, started: str, events: list[dict], now: datetime, stall_a
                   "(see the Job's FailedCreate events)")
 
 
-def _retry_note(spec: dict) -> str:
+def _retry_note(spec: dict, failed: int) -> str:
     per_index = spec.get("backoffLimitPerIndex")
     if per_index is not None:
         return f"retrying each index up to backoffLimitPerIndex {per_index}"
     limit = spec.get("backoffLimit")
-    return f"retrying within backoffLimit {DEFAULT_BACKOFF_LIMIT if limit is None else limit}"
+    limit = DEFAULT_BACKOFF_LIMIT if limit is None else limit
+    if isinstance(limit, int) and failed > limit:
+        # Seen on real clusters (kubernetes/kubernetes#62382): the controller keeps retrying past
+        # the limit without a Failed condition; say so rather than claim it is within the limit.
+        return f"past backoffLimit {limit}, and the Job controller has not failed the Job"
+    return f"retrying within backoffLimit {limit}"
 
 
 def _index_set(text: object) -> int:
