@@ -404,3 +404,17 @@ def test_an_explicit_null_ttl_with_no_default_leaves_no_ttl_field():
     job = render_run_job(template, run_id="r-1", namespace="default", external_id="etl", parameters=[],
                          idempotency_key=None, ttl_seconds_after_finished=None).job
     assert "ttlSecondsAfterFinished" not in job["spec"]
+
+
+def test_names_and_labels_hash_any_unicode_an_external_id_may_hold():
+    lone = json.loads('"etl-\\ud800"')  # a JSON body may carry a lone surrogate
+    assert run_job_name(lone, "k").startswith("etl-")
+    assert jobspec.external_id_label_value(lone).startswith("etl-")
+
+
+def test_a_sanitised_label_value_keeps_upper_case_letters_at_its_ends():
+    assert jobspec.external_id_label_value("Team/Nightly ETL") == "Team-Nightly-ETL-ugmptvdcwr"
+
+
+def test_the_first_bad_character_of_a_name_is_the_one_named():
+    assert jobspec.env_name_problem("A B C") == "it contains ' ' at position 1"

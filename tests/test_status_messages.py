@@ -7,7 +7,7 @@ message that loses its subject, its count or its fallback fails here.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import timedelta, timezone
 
 import pytest
 
@@ -408,3 +408,33 @@ def test_a_running_indexed_job_says_how_far_it_got():
 def test_a_failed_create_event_without_text_says_so_plainly():
     assert refused([warning("FailedCreate", "", lastTimestamp=ts(1))]).message == (
         f"Kubernetes refuses to create the Job's pods (since {ts(60)}):")  # trimmed
+
+
+def test_transition_times_with_an_offset_or_of_the_wrong_type_are_read_safely():
+    local = cond("FailureTarget")
+    local["lastTransitionTime"] = (NOW - timedelta(seconds=5)).astimezone(timezone(timedelta(hours=-2))).isoformat()
+    assert decode(job(cond("SuccessCriteriaMet", seconds_ago=20), local, startTime=ts(60))).phase == Phase.FAILING
+    odd = cond("FailureTarget")
+    odd["lastTransitionTime"] = 1735689600  # not a string: read as no time
+    assert decode(job(cond("SuccessCriteriaMet", seconds_ago=20), odd, startTime=ts(60))).phase == Phase.SUCCEEDING
+
+
+def test_a_crash_loop_message_keeps_its_last_character():
+    looping = pod(phase="Running", restarts=2, waiting=("CrashLoopBackOff", "restarting container=MAX"))
+    assert decode(job(active=1), [looping]).message.endswith(": restarting container=MAX")
+
+
+def test_two_pods_stuck_alike_since_the_same_instant_report_the_first():
+    twins = [pod("twin-a", created_ago=60, waiting=("ErrImagePull", "same")),
+             pod("twin-b", created_ago=60, waiting=("ErrImagePull", "same"))]
+    for p in twins:
+        p["metadata"]["name"] = POD  # identical but for identity: nothing left to tell them apart
+    twins[1]["metadata"]["uid"] = "b"
+    assert decode(job(active=2), twins).reason == "ErrImagePull"
+
+
+def test_objects_with_null_sections_are_trimmed_and_decoded_without_error():
+    from shared.kube.status import job_for_decoding
+
+    assert job_for_decoding({"metadata": None, "spec": None, "status": {}}) == {
+        "metadata": {"name": None, "labels": {}, "annotations": {}}, "spec": {}, "status": {}}
