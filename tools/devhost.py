@@ -367,6 +367,9 @@ class LocalStack:
             os.environ["AKS_CREDENTIAL_MODE"] = "kubeconfig"
             os.environ["KUBECONFIG"] = str(path)
         os.environ.setdefault("SWEEP_SCHEDULE", sweep_schedule)
+        # Trigger bindings read %SETTING% expressions from the environment, where the app's own
+        # defaults do not apply (the Functions host would refuse the trigger just the same).
+        os.environ.setdefault("SWEEP_QUEUE_NAME", _setting_default("SWEEP_QUEUE_NAME"))
 
     def stop(self) -> None:
         if self.sim is not None:
@@ -377,6 +380,12 @@ class LocalStack:
             self.azurite_queue.close()
         if self.kubeconfig_dir is not None:
             self.kubeconfig_dir.cleanup()
+
+
+def _setting_default(name: str) -> str:
+    from shared.settings import SETTINGS
+
+    return next(spec.default for spec in SETTINGS if spec.name == name)
 
 
 def simulator_kubeconfig(url: str, token: str, namespace: str = "default") -> dict:
