@@ -249,7 +249,9 @@ def test_topic_failing_with_500_is_publish_failed_quickly_and_nothing_is_recorde
     started = time.monotonic()
     with pytest.raises(PublishFailed) as failed:
         publisher.publish(events)
-    assert time.monotonic() - started < 5
+    # About 1 s here (two short back-offs); the wide bound only catches a default retry policy
+    # (minutes of back-off) on a loaded runner; the attempt count below is the exact check.
+    assert time.monotonic() - started < 20
     assert failed.value.delivered == 0
     assert "HTTP 500" in str(failed.value)
     assert len(eventgrid.attempts) == 3  # one try and the SDK's two retries, no more
@@ -266,7 +268,8 @@ def test_hung_topic_is_publish_failed_within_the_timeout(eventgrid, topic_settin
     started = time.monotonic()
     with pytest.raises(PublishFailed):
         publisher.publish(_events(1))
-    assert time.monotonic() - started < 5
+    # The topic never answers: without the 1 s timeout this would not return at all.
+    assert time.monotonic() - started < 30
     assert eventgrid.received() == []
 
 
@@ -279,7 +282,7 @@ def test_unreachable_topic_is_publish_failed_quickly():
     started = time.monotonic()
     with pytest.raises(PublishFailed) as failed:
         publisher.publish(_events(1))
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 20  # refused at once; wide for a loaded runner
     assert failed.value.delivered == 0
 
 
