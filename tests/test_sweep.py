@@ -128,3 +128,44 @@ def test_a_cancel_landing_while_the_sweep_decides_is_kept(app, monkeypatch):
     cancelled = app.store.get_run("default", ids[7])
     assert (cancelled.status, cancelled.phase) == (Status.RUNNING, Phase.CANCELLING)
     assert {app.store.get_run("default", r).phase for r in ids if r != ids[7]} == {Phase.RUNNING}
+
+
+def test_transactions_the_table_does_not_answer_are_left_for_the_next_sweep_and_the_rest_recorded(
+        app, monkeypatch, caplog):
+    from azure.core.exceptions import ServiceResponseError
+
+    from shared.usecases import sweeping
+
+    ids = _seed_running_runs(app, 100)
+    app.sim.advance(5)  # every run Pending -> Running: three transactions and a bit
+    table = app.store.table
+    real_submit = table.submit_transaction
+    unanswered: set[str] = set()
+
+    def times_out_for_one_run(operations, **kw):
+        in_it = {op[1]["RowKey"].removeprefix("run|") for op in operations if op[1]["RowKey"].startswith("run|")}
+        if ids[40] in in_it:  # that run's transaction never gets an answer (sent twice)
+            unanswered.update(in_it)
+            raise ServiceResponseError("read timeout")
+        return real_submit(operations, **kw)
+
+    monkeypatch.setattr(table, "submit_transaction", times_out_for_one_run)
+    caplog.set_level("WARNING")
+
+    summary = sweeping.sweep(app.service)
+
+    assert 1 < len(unanswered) < 100
+    assert summary.writes_given_up == len(unanswered)
+    assert summary.changed == 100 - len(unanswered)
+    assert any("not recorded" in r.getMessage() and str(len(unanswered)) in r.getMessage() for r in caplog.records)
+    stored = {r: app.store.get_run("default", r) for r in ids}  # as stored (a poll would read through)
+    assert Counter((stored[r].status, stored[r].phase) for r in unanswered) == {
+        (Status.STARTING, Phase.PENDING): len(unanswered)}
+    assert Counter((stored[r].status, stored[r].phase) for r in set(ids) - unanswered) == {
+        (Status.RUNNING, Phase.RUNNING): 100 - len(unanswered)}
+
+    monkeypatch.setattr(table, "submit_transaction", real_submit)
+    again = sweeping.sweep(app.service)
+
+    assert (again.changed, again.writes_given_up) == (len(unanswered), 0)
+    assert _statuses(app, ids) == {("Running", "Running"): 100}

@@ -659,7 +659,8 @@ class RunStore:
 
     # -- batched state changes -----------------------------------------------------------------
 
-    def save_many(self, namespace: str, changes: list[StateChange], *, workers: int = BATCH_WORKERS) -> list[str]:
+    def save_many(self, namespace: str, changes: list[StateChange], *, workers: int = BATCH_WORKERS,
+                  unavailable: list[str] | None = None) -> list[str]:
         """Save runs' state changes decided from their active markers, in as few transactions as fit.
 
         Each run's rows go in one entity group transaction with other runs' (up to 100 operations
@@ -670,6 +671,11 @@ class RunStore:
         run. Returns the ids of the runs not saved: those that lost their race, and changes that
         cannot be merged (a marker without history, a column over the size limit); the caller
         reads them and saves them the per-run way (``save``).
+
+        ``unavailable``: when given, a transaction that got no answer (twice) or a 5xx/429 does not
+        raise: its runs' ids are appended there and the other transactions still go. Such a
+        transaction may have landed or not; either way each run's marker tells the next reader
+        (its ETag and state changed with it, or not), so a later save decides it again safely.
         """
         unsaved: list[str] = []
         planned: list[tuple[str, list]] = []
@@ -681,14 +687,15 @@ class RunStore:
                 planned.append((change.run.run_id, operations))
         batches = list(_pack(planned))
         if len(batches) <= 1 or workers <= 1:
-            results = [self._submit_runs(batch) for batch in batches]
+            results = [self._submit_runs(batch, unavailable) for batch in batches]
         else:
             import contextvars
             from concurrent.futures import ThreadPoolExecutor
 
             with ThreadPoolExecutor(max_workers=min(workers, len(batches)), thread_name_prefix="table-batch") as pool:
                 # Each in a copy of the caller's context: log lines keep its correlation id.
-                futures = [pool.submit(contextvars.copy_context().run, self._submit_runs, batch) for batch in batches]
+                futures = [pool.submit(contextvars.copy_context().run, self._submit_runs, batch, unavailable)
+                           for batch in batches]
                 results = [f.result() for f in futures]
         for lost in results:
             unsaved.extend(lost)
@@ -714,12 +721,13 @@ class RunStore:
         operations.extend(("upsert", row, {"mode": UpdateMode.REPLACE}) for row in change.outbox)
         return operations
 
-    def _submit_runs(self, batch: list[tuple[str, list]]) -> list[str]:
+    def _submit_runs(self, batch: list[tuple[str, list]], unavailable: list[str] | None = None) -> list[str]:
         """One transaction for the runs of ``batch``; on 412/404 one per run. The runs not saved.
 
         A transaction whose answer was lost (a connection the service closed under it) is sent
         once more: replaying it is safe, every run in it is guarded by its marker's ETag (a
         replay of one that did land fails with 412 and is retried run by run like any other).
+        Without an answer the second time either, its runs go to ``unavailable`` (when given).
         """
         operations = [op for _, ops in batch for op in ops]
         for attempt in range(2):
@@ -728,7 +736,11 @@ class RunStore:
                 return []
             except ServiceUnavailable:
                 if attempt:
-                    raise
+                    if unavailable is None:
+                        raise
+                    log.warning("a transaction of %d runs got no answer twice; left for the next sweep", len(batch))
+                    unavailable.extend(run_id for run_id, _ in batch)
+                    return []
                 log.info("a transaction of %d runs got no answer; sending it once more", len(batch))
             except RunTableRefused as refused:
                 if not _lost_race(refused):
@@ -740,6 +752,10 @@ class RunStore:
         for run_id, operations in batch:
             try:
                 self._call("batch", self._table.submit_transaction, operations)
+            except ServiceUnavailable:
+                if unavailable is None:
+                    raise
+                unavailable.append(run_id)
             except RunTableRefused as refused:
                 if not _lost_race(refused):
                     raise

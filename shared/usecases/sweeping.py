@@ -6,7 +6,9 @@ some run needs it, one labelled pod LIST. It writes only the runs whose state ch
 from the markers alone (they carry the run's state columns) and saved in Table transactions of up
 to 100 operations (``RunStore.save_many``), each run guarded by its marker's ETag. A run whose
 transaction lost a race is read, decided again and saved on its own, so racing sweeps and
-cancels never lose a transition. A run whose Job is
+cancels never lose a transition. A transaction the run table does not answer (a timeout under
+load, a 5xx) does not fail the sweep: its runs are counted in ``writesGivenUp`` and left for the
+next sweep, which sees from their markers whether it landed after all. A run whose Job is
 missing is Lost only after ``MISSING_SWEEPS_BEFORE_LOST`` sweeps in a row did not find it.
 
 Fan-out: with a sweep queue configured (``shared.sweepqueue``), the timer does constant work -
@@ -63,7 +65,9 @@ class SweepSummary:
     duration_ms: float = 0.0
     published: int = 0
     diagnosed: int = 0
-    writes_given_up: int = 0  # runs whose write lost its race SAVE_ATTEMPTS times: the next sweep retries
+    # runs whose write lost its race SAVE_ATTEMPTS times, or whose transaction got no answer: the
+    # next sweep decides them again
+    writes_given_up: int = 0
     transitions: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -199,9 +203,17 @@ def _sweep_namespace(c: Collaborators, namespace: str, active: list, summary: Sw
         else:
             work.append(partial(_record, c, namespace, marker.run_id, job, pods, now, summary, budget, events))
 
-    unsaved = set(c.store.save_many(namespace, changes)) if changes else set()
+    unreached: list[str] = []  # transactions with no answer: left as they were, for the next sweep
+    unsaved = set(c.store.save_many(namespace, changes, unavailable=unreached)) if changes else set()
+    if unreached:
+        log.warning("sweep of %s: %d run(s) not recorded (the run table did not answer their transactions); "
+                    "the next sweep decides them again", namespace, len(unreached))
+        summary.writes_given_up += len(unreached)
+    not_recorded = set(unreached)
     for change in changes:
         run_id = change.run.run_id
+        if run_id in not_recorded:
+            continue
         if run_id not in decided:  # a missed sweep counted
             if run_id in unsaved:
                 work.append(partial(_note_missing, c, namespace, run_id))
