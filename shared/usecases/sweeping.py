@@ -36,11 +36,11 @@ from shared.kube.errors import KubeNotFound
 from shared.kube.status import decode_job_status, job_for_decoding, pod_for_decoding
 from shared.runs.errors import StaleRun
 from shared.runs.markers import StateChange, run_from_marker
-from shared.runs.model import TERMINAL_PHASES, Phase, Run, apply_state
+from shared.runs.model import TERMINAL_PHASES, Phase, Run, RunState, apply_state
 from shared.usecases.collaborators import Collaborators
 from shared.usecases.diagnosing import Budget, diagnose
 from shared.usecases.publishing import outbox_rows, publish_pending
-from shared.usecases.recording import SAVE_ATTEMPTS, count_if_finished
+from shared.usecases.recording import SAVE_ATTEMPTS, count_if_finished, record
 
 log = logging.getLogger(__name__)
 
@@ -257,26 +257,15 @@ def observe_run(c: Collaborators, run: Run) -> Run:
     if _needs_pods(c, run, job, now):
         pods = _pods_by_run(c, run.namespace, [run]).get(run.run_id, [])
         events = _events_by_run(c, run.namespace, [(run.run_id, job, pods)]).get(run.run_id)
-    for _ in range(SAVE_ATTEMPTS):
-        state = decode_job_status(job, pods, now=now, stall_after_seconds=c.settings.stall_after_seconds,
-                                  cancel_requested=run.cancel_requested_at is not None, events=events,
-                                  held_at_create=run.held_at_create)
-        updated = apply_state(run, state, now)
-        if updated is None:
-            return run
-        try:
-            saved = c.store.save(updated, outbox=outbox_rows(c, run, updated))
-        except StaleRun:
-            fresh = c.store.get_run(run.namespace, run.run_id)
-            if fresh is None:
-                return run
-            run = fresh
-            continue
-        count_if_finished(run, saved)
-        if diagnostics.needs_capture(saved):
-            diagnose(c, saved, now, Budget(limit=1))
-        return saved
-    return run
+    def decide(current: Run) -> RunState:
+        return decode_job_status(job, pods, now=now, stall_after_seconds=c.settings.stall_after_seconds,
+                                 cancel_requested=current.cancel_requested_at is not None, events=events,
+                                 held_at_create=current.held_at_create)
+
+    saved, written = record(c, run, decide, now)
+    if written and diagnostics.needs_capture(saved):
+        diagnose(c, saved, now, Budget(limit=1))
+    return saved
 
 
 def _pods_by_run(c: Collaborators, namespace: str, need_pods: list) -> dict[str, list[dict]]:
