@@ -19,6 +19,7 @@ from shared import composition, telemetry
 from shared.adapters import http
 from shared.settings import SETTINGS
 from tests.fixtures.app import source_job
+from tests.fixtures.metrics import points
 
 LIST_JOBS = ("GET", "/apis/batch/v1/namespaces/{namespace}/jobs")
 
@@ -113,19 +114,6 @@ def metrics():
         yield reader
     finally:
         telemetry.reset()
-
-
-def points(reader: InMemoryMetricReader) -> dict[str, list]:
-    """metric name -> [(attributes, value)]; a histogram's value is (count, sum)."""
-    out: dict[str, list] = {}
-    data = reader.get_metrics_data()
-    for rm in data.resource_metrics if data else []:
-        for sm in rm.scope_metrics:
-            for metric in sm.metrics:
-                for p in metric.data.data_points:
-                    value = (p.count, p.sum) if hasattr(p, "bucket_counts") else p.value
-                    out.setdefault(metric.name, []).append((dict(p.attributes), value))
-    return out
 
 
 def by_attributes(got: dict, name: str, **attributes) -> list:

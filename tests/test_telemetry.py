@@ -21,6 +21,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from shared import logs, telemetry
+from tests.fixtures.metrics import points
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,19 +36,6 @@ def recorded():
         yield reader, spans
     finally:
         telemetry.reset()
-
-
-def points(reader: InMemoryMetricReader) -> dict[str, list]:
-    """metric name -> [(attributes, value)], value being a sum, a gauge value or (count, sum)."""
-    out: dict[str, list] = {}
-    data = reader.get_metrics_data()
-    for rm in data.resource_metrics if data else []:
-        for sm in rm.scope_metrics:
-            for metric in sm.metrics:
-                for p in metric.data.data_points:
-                    value = (p.count, p.sum) if hasattr(p, "bucket_counts") else p.value
-                    out.setdefault(metric.name, []).append((dict(p.attributes), value))
-    return out
 
 
 def test_every_instrument_records_what_it_is_given(recorded):
