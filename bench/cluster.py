@@ -19,6 +19,7 @@ simulator's faults and scenarios beyond what the benchmark needs (scenarios come
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -59,6 +60,14 @@ class ClusterControl:
     def request_total(self) -> int:
         """Requests that reached the server since the start (faults and 4xx included)."""
         return sum(self._sim.requests.values())
+
+    def requests_by_route(self) -> dict[str, int]:
+        """Requests since the start by ``"METHOD /route/template"`` (a Job GET apart from a LIST)."""
+        return {f"{method} {template}": n for (method, template), n in self._sim.requests.items()}
+
+    def pid(self) -> int:
+        """The simulator's process (its CPU time is read from /proc)."""
+        return os.getpid()
 
     def stop(self) -> None:
         self._sim.stop()

@@ -1,59 +1,65 @@
-"""Fan-out figures: namespaces x active runs swept through the sweep queue, by one or two consumers.
+"""Fan-out figures: namespaces x active runs swept through the sweep queue by one or two consumer processes.
 
-Runs are seeded in ``namespaces`` namespaces (``runs`` each) with Jobs that start after a few
-simulated seconds and succeed later (``succeed:after=SUCCEED_AFTER``). Then, timed from the
-timer's fan-out until the queue is empty:
+Two sets of ``namespaces`` namespaces (``runs`` active runs each, in a table of their own) are
+seeded alike, with Jobs that run forever; after a few simulated seconds every pod is Running. Then,
+each timed from the timer's fan-out (``sweeping.fan_out``: one message per namespace) until every
+consumer has emptied the queue:
 
-- *mass change, one consumer*: every run goes Pending -> Running;
-- *steady, one consumer*: nothing changed (Kubernetes requests and Table writes counted);
-- *mass change, two consumers*: every run goes Running -> Success (the markers are deleted
-  instead of replaced: the same number of Table operations).
+- *mass change, one consumer* (first set): every run goes Pending -> Running;
+- *steady, two consumers* (first set again): nothing changed (Kubernetes requests counted at the
+  simulator, Table writes by the consumers' stores);
+- *mass change, two consumers* (second set): the same Pending -> Running of as many runs, in as
+  large partitions, so one and two consumers do the same work.
 
-A consumer is a thread with its own collaborators (its own Table and Kubernetes clients, as a
-second instance would have) taking one message at a time from Azurite's queue and sweeping that
-namespace (``sweeping.sweep_namespace``, what the queue trigger calls). Two consumers in one
-Python process share the GIL: their gain comes from overlapping the waits on Azurite and the
-simulator, on a 2-core machine that also runs both of them.
+A consumer is what Azure Functions scales out: a separate OS process (``bench.consumer``, started
+with ``multiprocessing`` spawn) that builds its own collaborators from app settings through the
+composition root and hands each message to ``run_sweep_shard``, as the queue trigger does. Starting
+the processes and building their clients is done before the clock starts.
+
+Where the time goes: the CPU time of Azurite's table process, of the simulator's process and of
+the consumers over each measurement (from /proc and ``getrusage``). Azurite is one single-threaded
+Node process; a share of the wall time near 100% means it serialised the consumers' Table work.
 
 What it deliberately does not do: print or judge (``bench.reporting``).
 """
 
 from __future__ import annotations
 
-import threading
+import multiprocessing
 import time
 from collections import Counter
+from contextlib import ExitStack
 
+from bench import consumer
+from bench.measuring import process_cpu_seconds
 from bench.seeding import seed_active_runs
 from bench.sweeping import READ_OPERATIONS, STARTUP_SECONDS
 from bench.world import World
 from shared import composition
-from shared.kube.credentials import connector_for
 from shared.runs.store import RunStore
-from shared.sweepqueue import SweepQueue
+from shared.settings import load_settings
 from shared.usecases import sweeping
 
-SUCCEED_AFTER = 600  # simulated seconds from a Job's start to its success
+READY_TIMEOUT_SECONDS = 120  # a consumer process's start (imports, clients) on a loaded machine
+RESULT_TIMEOUT_SECONDS = 1800  # a whole fanned-out mass change; the section fails rather than hang
 
 
 def fanout_figures(world: World, namespaces: int, runs: int) -> dict:
-    names = [f"fan-{i}" for i in range(namespaces)]
-    settings = world.settings(names[0], ALLOWED_NAMESPACES=",".join(names),
-                              SweepQueue=world.azurite_queue.connection_string,
-                              SWEEP_QUEUE_NAME=f"bench-sweep-{namespaces}x{runs}")
-    with world.table(settings) as store:
-        seeded_at = world.cluster.now()
-        for name in names:
-            seed_active_runs(world.cluster, store, name, runs, now=seeded_at, prefix=name,
-                             scenario=f"succeed:after={SUCCEED_AFTER}")
-        queue = composition.sweep_queue(settings)
-        connector_for(settings).api_client()  # built (SDK imported) before anything is measured
+    with ExitStack() as stack:
+        sets = {}
+        for label in ("a", "b"):
+            names = [f"fan{label}-{i}" for i in range(namespaces)]
+            env = world.app_settings(names[0], ALLOWED_NAMESPACES=",".join(names),
+                                     SweepQueue=world.azurite_queue.connection_string,
+                                     SWEEP_QUEUE_NAME=f"bench-sweep-{label}-{namespaces}x{runs}")
+            store = stack.enter_context(world.table(load_settings(env)))
+            for name in names:
+                seed_active_runs(world.cluster, store, name, runs, now=world.cluster.now(), prefix=name)
+            sets[label] = env
         world.cluster.advance(STARTUP_SECONDS)
-        mass_one = _fanned_out(world, settings, queue, consumers=1)
-        steady = _fanned_out(world, settings, queue, consumers=1)
-        world.cluster.advance(SUCCEED_AFTER)
-        mass_two = _fanned_out(world, settings, queue, consumers=2)
-        del store
+        mass_one = _fanned_out(world, sets["a"], consumers=1)
+        steady = _fanned_out(world, sets["a"], consumers=2)
+        mass_two = _fanned_out(world, sets["b"], consumers=2)
     return {
         "namespaces": namespaces,
         "runsPerNamespace": runs,
@@ -64,46 +70,61 @@ def fanout_figures(world: World, namespaces: int, runs: int) -> dict:
     }
 
 
-def _fanned_out(world: World, settings, queue: SweepQueue, *, consumers: int) -> dict:
+def _fanned_out(world: World, env: dict[str, str], *, consumers: int) -> dict:
+    settings = load_settings(env)
     now = world.cluster.now()
-    instances = [composition.build(settings, RunStore.from_settings(settings), clock=lambda: now)
-                 for _ in range(consumers)]
-    timer = composition.build(settings, RunStore.from_settings(settings), clock=lambda: now)
-    kube_before = world.cluster.request_total()
-    summaries: list = []
-    lock = threading.Lock()
-
-    def consume(c) -> None:
-        while True:
-            messages = list(queue.receive(max_messages=1, visibility_timeout=300))
-            if not messages:
-                return
-            summary = sweeping.sweep_namespace(c, messages[0].body["namespace"])
-            queue.delete(messages[0])
-            with lock:
-                summaries.append(summary)
-
-    started = time.perf_counter()
-    enqueued = sweeping.fan_out(timer, queue)
-    threads = [threading.Thread(target=consume, args=(c,)) for c in instances]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall_ms = (time.perf_counter() - started) * 1000
+    context = multiprocessing.get_context("spawn")  # not fork: this process runs threads
+    go, results = context.Event(), context.Queue()
+    ready = [context.Event() for _ in range(consumers)]
+    processes = [context.Process(target=consumer.consume, args=(env, now.isoformat(), ready[i], go, results),
+                                 daemon=True) for i in range(consumers)]
+    for process in processes:
+        process.start()
+    try:
+        for event in ready:
+            if not event.wait(READY_TIMEOUT_SECONDS):
+                raise RuntimeError("a sweep-queue consumer process did not start")
+        timer = composition.build(settings, RunStore.from_settings(settings), clock=lambda: now)
+        queue = composition.sweep_queue(settings)
+        cpu = _cpu_snapshot(world)
+        kube_before = world.cluster.request_total()
+        started = time.perf_counter()
+        enqueued = sweeping.fan_out(timer, queue)
+        go.set()
+        reports = [results.get(timeout=RESULT_TIMEOUT_SECONDS) for _ in processes]
+        wall_s = time.perf_counter() - started
+        kube_requests = world.cluster.request_total() - kube_before
+        cpu_used = {name: round(after - cpu[name], 2) for name, after in _cpu_snapshot(world).items()
+                    if after is not None and cpu[name] is not None}
+    finally:
+        go.set()
+        for process in processes:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.terminate()
     table = Counter()
-    for c in instances:
-        table.update(c.store.requests)
+    for report in reports:
+        table.update(report["tableOperations"])
+    shards = [s for report in reports for s in report["shards"]]
+    cpu_used["consumers"] = round(sum(r["cpuSeconds"] for r in reports), 2)
     return {
         "consumers": consumers,
         "enqueued": enqueued,
-        "shards": len(summaries),
-        "changed": sum(s.changed for s in summaries),
-        "runsSeen": sum(s.runs_seen for s in summaries),
-        "wallMs": round(wall_ms, 1),
-        "kubeRequests": world.cluster.request_total() - kube_before,
+        "shards": len(shards),
+        "shardsPerConsumer": sorted(len(r["shards"]) for r in reports),
+        "changed": sum(s["changed"] for s in shards),
+        "runsSeen": sum(s["runsSeen"] for s in shards),
+        "wallMs": round(wall_s * 1000, 1),
+        "kubeRequests": kube_requests,
         "tableReads": sum(table[op] for op in READ_OPERATIONS),
         "tableWrites": sum(n for op, n in table.items() if op not in READ_OPERATIONS),
+        "cpuSeconds": cpu_used,
+        "azuriteBusyShare": round(cpu_used["azurite"] / wall_s, 2) if "azurite" in cpu_used and wall_s else None,
         "timerTableRequests": sum(timer.store.requests.values()),
         "timerKubeRequests": timer.kube_requests(),
     }
+
+
+def _cpu_snapshot(world: World) -> dict[str, float | None]:
+    return {"azurite": process_cpu_seconds(world.azurite.pid), "azuriteQueue": process_cpu_seconds(world.azurite_queue.pid),
+            "simulator": process_cpu_seconds(world.cluster.pid())}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import math
+import os
 import re
 import statistics
 import time
@@ -83,3 +84,19 @@ def _reset_peak_rss() -> bool:
         return True
     except OSError:
         return False
+
+
+def process_cpu_seconds(pid: int | None) -> float | None:
+    """CPU time (user + system) process ``pid`` has used so far, from /proc; None where unreadable.
+
+    Used to tell where a multi-process measurement's wall time went: a single-threaded server
+    whose CPU time over a measurement is close to its wall time was the bottleneck."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            # The command name (field 2) may hold spaces: count fields after its closing parenthesis.
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15)

@@ -2,8 +2,9 @@
 
 One run starts Azurite (in memory) and the Kubernetes simulator (its own process, every request
 delayed by ``--latency``), then measures, in order: cold start (first, while nothing else runs),
-sweeps of N active runs beside the per-run polling baseline, the sweep with finished runs in the
-table, submits, and ARM credential requests. ``bench.reporting`` judges the figures against the
+sweeps of N active runs beside the per-run polling baseline, mass changes, the sweep fanned out to
+consumer processes, polls racing a sweep, the outbox after a mass change, the sweep with finished
+runs in the table, submits, and ARM credential requests. ``bench.reporting`` judges the figures against the
 issue's targets. Progress goes to stderr; stdout holds only the report.
 
 The exit status is 0 when the benchmark ran, whatever the verdicts (timings on a shared machine
@@ -28,10 +29,11 @@ from pathlib import Path
 from bench.reporting import judge, render
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULTS = {"sizes": "100,1000,5000", "mass_sizes": "1000,5000", "fanout": "10x1000", "history": 50_000,
-            "submits": 200}
-QUICK = {"sizes": "100,1000", "mass_sizes": "1000", "fanout": "10x200", "history": 5_000, "submits": 50}
-SECTIONS = ("cold", "sweep", "mass", "fanout", "history", "submit", "credentials")
+DEFAULTS = {"sizes": "100,1000,5000", "mass_sizes": "1000,5000", "fanout": "10x1000", "race": 200, "outbox": 5000,
+            "history": 50_000, "submits": 200}
+QUICK = {"sizes": "100,1000", "mass_sizes": "1000", "fanout": "10x200", "race": 50, "outbox": 500, "history": 5_000,
+         "submits": 50}
+SECTIONS = ("cold", "sweep", "mass", "fanout", "race", "outbox", "history", "submit", "credentials")
 BASELINE_REPEATS_ABOVE = 1000  # above this N the baseline is timed once (it takes seconds per sweep)
 
 
@@ -42,8 +44,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                              f"(default {DEFAULTS['mass_sizes']}; 0 skips)")
     parser.add_argument("--fanout", help=f"NAMESPACESxRUNS swept through the queue by one and two consumers "
                                          f"(default {DEFAULTS['fanout']}; 0 skips)")
-    parser.add_argument("--only", help="comma-separated sections to run (cold,sweep,mass,fanout,history,submit,"
-                                       "credentials); default all")
+    parser.add_argument("--race", type=int, help=f"finished runs polled while a sweep runs (default "
+                                                 f"{DEFAULTS['race']}; 0 skips)")
+    parser.add_argument("--race-pollers", type=int, default=8, help="threads polling every run during the race")
+    parser.add_argument("--outbox", type=int, help=f"runs changing at once whose events are then published "
+                                                   f"(default {DEFAULTS['outbox']:,}; 0 skips)")
+    parser.add_argument("--only", help=f"comma-separated sections to run ({','.join(SECTIONS)}); default all")
     parser.add_argument("--history", type=int, help=f"finished runs for the history figure (default "
                                                     f"{DEFAULTS['history']:,})")
     parser.add_argument("--history-active", type=int, default=100, help="active runs beside the history")
@@ -77,7 +83,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.only = set(SECTIONS if not args.only else (s.strip() for s in args.only.split(",") if s.strip()))
     if args.only - set(SECTIONS):
         parser.error(f"--only takes sections among {', '.join(SECTIONS)}")
-    for name in ("history", "history_active", "submits", "repeats", "credential_ops", "cold_start_runs"):
+    if args.race < 0 or args.outbox < 0:
+        parser.error("--race and --outbox take a number of runs (0 skips)")
+    for name in ("history", "history_active", "submits", "repeats", "credential_ops", "cold_start_runs",
+                 "race_pollers"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if not args.sizes or min(args.sizes) < 1:
@@ -117,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     from bench.credentials import credential_figures
     from bench.fanout import fanout_figures
     from bench.mass import mass_change_figures
+    from bench.outbox import outbox_figures
+    from bench.racing import race_figures
     from bench.submitting import submit_figures
     from bench.sweeping import history_figures, sweep_figures
     from bench.world import started_world
@@ -163,6 +174,14 @@ def main(argv: list[str] | None = None) -> int:
             namespaces, runs = args.fanout
             begin("fan-out", f"fan-out: {namespaces} namespaces x {runs:,} active runs through the sweep queue")
             figures["fanout"] = fanout_figures(world, namespaces, runs)
+        if "race" in args.only and args.race:
+            begin("race", f"race: {args.race:,} finished runs polled by {args.race_pollers} threads while a sweep "
+                          "runs")
+            figures["race"] = race_figures(world, args.race, pollers=args.race_pollers)
+        if "outbox" in args.only and args.outbox:
+            begin("outbox", f"outbox: a mass change of {args.outbox:,} runs, then sweeps until every event is "
+                            "published (the mass change takes minutes at 5,000: Azurite scans the partition)")
+            figures["outbox"] = outbox_figures(world, args.outbox)
         if "history" in args.only:
             begin("history", f"history: {args.history:,} finished runs beside {args.history_active:,} active "
                              "ones (seeding takes a while: Azurite scans the whole partition on every insert)")

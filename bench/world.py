@@ -35,6 +35,11 @@ class World:
 
     def settings(self, namespace: str, **env: str) -> Settings:
         """App settings for ``namespace``: kubeconfig mode on the simulator, a fresh table."""
+        return load_settings(self.app_settings(namespace, **env))
+
+    def app_settings(self, namespace: str, **env: str) -> dict[str, str]:
+        """The app settings (environment variables) behind ``settings``: what a separate process
+        (a second Functions instance) is given to build its own collaborators."""
         kubeconfig = self.workdir / f"kubeconfig-{namespace}.json"
         if not kubeconfig.exists():
             fd = os.open(kubeconfig, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds a token
@@ -49,7 +54,7 @@ class World:
             "JOB_TTL_SECONDS_AFTER_FINISHED": "86400",
         }
         values.update(env)
-        return load_settings(values)
+        return values
 
     @contextmanager
     def table(self, settings: Settings) -> Iterator[RunStore]:

@@ -15,12 +15,13 @@ from bench import run
 
 def test_bench_run_prints_sane_figures_for_tiny_sizes(tmp_path, capsys):
     figures_path = tmp_path / "figures.json"
-    status = run.main(["--sizes", "20", "--mass-sizes", "20", "--fanout", "2x10", "--history", "200", "--submits", "10", "--credential-ops", "12",
+    status = run.main(["--sizes", "20", "--mass-sizes", "20", "--fanout", "2x10", "--race", "6",
+                       "--race-pollers", "4", "--outbox", "12", "--history", "200", "--submits", "10", "--credential-ops", "12",
                        "--cold-start-runs", "1", "--repeats", "1", "--json", str(figures_path)])
 
     assert status == 0
     printed = capsys.readouterr().out
-    for section in ("SWEEP", "MASS CHANGE", "FAN-OUT", "HISTORY", "SUBMIT", "CREDENTIALS", "COLD START", "TARGETS"):
+    for section in ("SWEEP", "MASS CHANGE", "FAN-OUT", "POLLS RACING THE SWEEP", "OUTBOX", "HISTORY", "SUBMIT", "CREDENTIALS", "COLD START", "TARGETS"):
         assert section in printed
 
     figures = json.loads(figures_path.read_text())
@@ -39,11 +40,30 @@ def test_bench_run_prints_sane_figures_for_tiny_sizes(tmp_path, capsys):
     assert (mass["batched"]["tableReads"], mass["batched"]["tableWrites"]) == (1, 1)  # markers, one transaction
     assert (mass["perRun"]["tableReads"], mass["perRun"]["tableWrites"]) == (21, 20)  # + a read and a save per run
 
-    fan = figures["fanout"]
-    assert fan["massOneConsumer"]["changed"] == fan["massTwoConsumers"]["changed"] == 20
-    assert fan["massOneConsumer"]["shards"] == fan["steady"]["shards"] == 2
-    assert (fan["steady"]["changed"], fan["steady"]["tableWrites"], fan["steady"]["kubeRequests"]) == (0, 0, 2)
-    assert fan["steady"]["timerTableRequests"] == fan["steady"]["timerKubeRequests"] == 0
+    fan = figures["fanout"]  # consumers are processes of their own: their counts come back over a queue
+    one, steady, two = fan["massOneConsumer"], fan["steady"], fan["massTwoConsumers"]
+    assert one["changed"] == two["changed"] == 20 and one["runsSeen"] == two["runsSeen"] == 20
+    assert one["shards"] == steady["shards"] == two["shards"] == 2 and one["shardsPerConsumer"] == [2]
+    assert sum(two["shardsPerConsumer"]) == 2 and len(two["shardsPerConsumer"]) == 2
+    assert (one["tableReads"], one["tableWrites"], one["kubeRequests"]) == (2, 2, 2)  # per namespace: 1 query,
+    assert (two["tableReads"], two["tableWrites"], two["kubeRequests"]) == (2, 2, 2)  # 1 transaction, 1 LIST
+    assert (steady["changed"], steady["tableWrites"], steady["kubeRequests"]) == (0, 0, 2)
+    assert steady["timerTableRequests"] == steady["timerKubeRequests"] == 0
+    assert one["cpuSeconds"]["consumers"] > 0 and one["cpuSeconds"]["azurite"] >= 0
+
+    race = figures["race"]  # 6 raced runs + 1 polled 50 times at once, every Job finished
+    assert race["polls"] == 6 * 4
+    assert race["recordedTerminalOnce"] == 7 and race["recordedTerminalTwiceOrMore"] == race["notTerminal"] == 0
+    assert race["eventsPublishedOnce"] == 7 and race["eventsDuplicated"] == race["eventsMissing"] == 0
+    assert race["eventStatuses"] == {"Success": 7}
+    assert race["pollJobGets"] <= 6  # one poll instance: at most one read-through per run per interval
+    assert race["sweepKubeRequests"] == 1  # one LIST
+    assert race["concurrentPolls"] == {"polls": 50, "jobGets": 1, "statuses": {"Success": 50}}
+
+    outbox = figures["outbox"]
+    assert outbox["sweeps"][0]["changed"] == outbox["sweeps"][0]["published"] == 12
+    assert outbox["sweepsUntilAllPublished"] == 1 and len(outbox["sweeps"]) == 1
+    assert outbox["eventsUnique"] == outbox["eventsReceived"] == outbox["runsAnnounced"] == 12
 
     history = figures["history"]
     assert history["finished"] == 200 and history["with"]["tableReads"] == history["without"]["tableReads"]
