@@ -20,7 +20,8 @@ from datetime import datetime, timedelta
 from bench.cluster import ClusterControl
 from shared.kube import jobspec
 from shared.runs.model import Phase, Run, Status
-from shared.runs.store import RunStore, new_run_rows
+from shared.runs.rows import new_run_rows, prepare_run
+from shared.runs.store import RunStore
 
 EXTERNAL_ID = "nightly-report"
 BATCH_ROWS = 100  # Table Storage's limit for one entity group transaction
@@ -88,7 +89,7 @@ def seed_active_runs(cluster: ClusterControl, store: RunStore, namespace: str, c
                   history=[{"at": now.isoformat(), "status": "Starting", "phase": "Pending",
                             "reason": "JobCreated"}],
                   rendered_job=rendered.job)
-        rows.extend(new_run_rows(RunStore.prepare_run(run)))
+        rows.extend(new_run_rows(prepare_run(run)))
         run_ids.append(run_id)
     for chunk in _chunks(jobs, 500):
         cluster.put_jobs(namespace, chunk)
@@ -110,7 +111,7 @@ def seed_finished_runs(store: RunStore, namespace: str, count: int, *, now: date
                   message="Job completed", created_at=created, updated_at=created + timedelta(minutes=5),
                   started_at=created, finished_at=created + timedelta(minutes=5),
                   parameters=[p.to_record() for p in _parameters(i)])
-        rows.extend(new_run_rows(RunStore.prepare_run(run)))  # run row + time row: it is terminal
+        rows.extend(new_run_rows(prepare_run(run)))  # run row + time row: it is terminal
     return insert_rows(store, rows)
 
 

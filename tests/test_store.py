@@ -16,17 +16,10 @@ import pytest
 from azure.data.tables import TableClient
 
 from shared.errors import BadRequest, ServiceUnavailable, SettingsError
+from shared.runs.errors import IdempotencyKeyTaken, RunAlreadyExists, RunTooLarge, StaleRun
 from shared.runs.model import HISTORY_LIMIT, Phase, Run, RunState, Status, apply_state
-from shared.runs.store import (
-    MAX_PROPERTY_BYTES,
-    REDACTED,
-    IdempotencyKeyTaken,
-    RunAlreadyExists,
-    RunStore,
-    RunTooLarge,
-    StaleRun,
-    new_run_rows,
-)
+from shared.runs.rows import MAX_PROPERTY_BYTES, REDACTED, new_run_rows, prepare_run
+from shared.runs.store import RunStore
 from shared.settings import Settings
 from tests.fixtures.azurite import unique_table_name
 from tools import azurite as azurite_module
@@ -49,7 +42,7 @@ def seed_with_batches(store: RunStore, runs: list[Run]) -> None:
     """Insert runs' rows (as create_run would write them) 100 operations per batch, per namespace."""
     operations: list[tuple[str, dict]] = []
     for run in runs:
-        rows = new_run_rows(RunStore.prepare_run(run))
+        rows = new_run_rows(prepare_run(run))
         if len(operations) + len(rows) > 100:
             store.table.submit_transaction(operations)
             operations = []

@@ -11,7 +11,9 @@ from datetime import UTC, datetime, timedelta
 from shared.runs.markers import StateChange, run_from_marker
 from shared.runs.model import Phase, Run, RunState, Status, apply_state
 from shared.runs.outbox import outbox_row
-from shared.runs.store import MAX_BATCH_OPERATIONS, RunStore, new_run_rows
+from shared.runs.rows import new_run_rows, prepare_run
+from shared.runs.store import RunStore
+from shared.runs.store.batches import MAX_BATCH_OPERATIONS
 from tests.test_store import raw_table, requests_made, seed_with_batches
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -90,7 +92,7 @@ def test_terminal_changes_remove_markers_and_write_each_event_once(run_store, az
 
     assert run_store.list_active("default") == []
     assert kinds(azurite, run_store)["outbox"] == 60
-    assert len({e.run_id for e in run_store.list_outbox("default")}) == 60
+    assert len({e.run_id for e in run_store.outbox.waiting("default")}) == 60
     assert run_store.get_run("default", "ending-07").finished_at == T0 + timedelta(minutes=5)
 
 
@@ -111,7 +113,7 @@ def test_a_transaction_that_loses_a_race_falls_back_to_one_save_per_run(run_stor
     assert cost == Counter({"batch": 4 + 25})
     assert run_store.get_run("default", "raced-040").phase == Phase.CANCELLING
     assert run_store.get_run("default", "raced-041").phase == Phase.RUNNING
-    outbox = Counter(e.run_id for e in run_store.list_outbox("default"))
+    outbox = Counter(e.run_id for e in run_store.outbox.waiting("default"))
     assert outbox["raced-040"] == 1 and set(outbox.values()) == {1} and len(outbox) == 90
 
 
@@ -130,7 +132,7 @@ def test_large_rows_are_split_under_the_request_size_limit(run_store):
 
 
 def test_markers_written_before_they_carried_history_are_left_to_the_per_run_save(run_store, azurite):
-    run = RunStore.prepare_run(pending("old-style"))
+    run = prepare_run(pending("old-style"))
     rows = new_run_rows(run)
     for row in rows:
         if row["kind"] == "active":

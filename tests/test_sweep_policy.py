@@ -127,7 +127,7 @@ def test_the_outbox_lease_follows_the_sweep_schedule(app, monkeypatch):
 
         def publish(self, events):
             now = app.sim.now()
-            leases.extend((e.claimed_until - now).total_seconds() for e in app.service.store.list_outbox("default"))
+            leases.extend((e.claimed_until - now).total_seconds() for e in app.service.store.outbox.waiting("default"))
 
     app.service.__dict__["publisher"] = Recording()
     app.sim.put("jobs", "default", source_job("etl", {}, scenario="run-forever"))

@@ -51,11 +51,11 @@ def publish_pending(c: Collaborators, namespace: str) -> int:
     published = 0
     for _ in range(MAX_OUTBOX_PAGES):
         now = c.clock()
-        waiting = c.store.list_outbox(namespace, limit=OUTBOX_PAGE)
+        waiting = c.store.outbox.waiting(namespace, limit=OUTBOX_PAGE)
         entries = [e for e in waiting if e.claimed_until is None or e.claimed_until <= now]
         if entries:
             # The lease is shorter than a sweep period: an event a dead sweep claimed goes out next time.
-            entries = c.store.claim_outbox(namespace, entries,
+            entries = c.store.outbox.claim(namespace, entries,
                                            now + timedelta(seconds=c.settings.outbox_lease_seconds))
         delivered = _publish(c, namespace, entries) if entries else 0
         published += delivered
@@ -75,7 +75,7 @@ def _publish(c: Collaborators, namespace: str, entries: list) -> int:
         log.warning("publishing run events failed after %d of %d: %s; the next sweep retries",
                     delivered, len(entries), err.message)
     if delivered:
-        c.store.delete_outbox(namespace, [e.row_key for e in entries[:delivered]])
+        c.store.outbox.delete(namespace, [e.row_key for e in entries[:delivered]])
     if delivered < len(entries):
-        c.store.claim_outbox(namespace, entries[delivered:], None)  # release for the next sweep
+        c.store.outbox.claim(namespace, entries[delivered:], None)  # release for the next sweep
     return delivered
