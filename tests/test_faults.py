@@ -16,11 +16,14 @@ import time
 from collections import Counter
 
 import pytest
+import urllib3
 
 from shared import composition
 from shared.errors import ServiceUnavailable
+from shared.kube import jobspec
 from shared.kube.client import KubeClient
 from shared.kube.credentials import connector_for
+from shared.kube.errors import KubeError
 from shared.runs.store import RunStore
 from shared.usecases import sweeping
 from tests.fixtures.app import source_job
@@ -257,6 +260,29 @@ def test_a_hung_request_times_out_with_a_clear_error_instead_of_hanging_the_func
     # 10x that, for a loaded runner, and still fails on the 5 s default (20 s) or the 30 s hang.
     assert elapsed < 12
     assert not rows(app, "run|")
+
+
+def test_a_sweep_whose_job_list_answer_is_cut_off_marks_no_run_missing_and_the_next_sweep_records_all(app):
+    seed_source(app)
+    run_ids = [app.submit("etl", {"MODE": str(i)}).json["runId"] for i in range(3)]
+    app.sim.advance(5)  # every run's pod is running: the next sweep has three transitions to record
+    whole = urllib3.PoolManager(retries=False).request(
+        "GET", app.sim.url + "/apis/batch/v1/namespaces/default/jobs",
+        fields={"labelSelector": jobspec.run_selector(), "limit": "500"},
+        headers={"Authorization": f"Bearer {app.sim.token}"}).data
+    items_start = whole.index(b'"items":[') + len(b'"items":[')
+    after_first_job = whole.index(b'{"apiVersion"', items_start + 1)
+    # A proxy passes on the first Job of the page as if it were the whole answer, every time.
+    app.sim.inject("GET", JOBS, "cut", times=None, keep=after_first_job, framed=True)
+
+    with pytest.raises(KubeError, match="ended in the middle of its JSON"):
+        app.sweep()
+
+    stored = [app.service.store.get_run("default", run_id) for run_id in run_ids]
+    assert [(r.phase, r.missing_sweeps) for r in stored] == [("Pending", 0)] * 3  # none taken for gone
+    app.sim.clear_faults()
+    app.sweep()
+    assert [app.run(r)["phase"] for r in run_ids] == ["Running"] * 3
 
 
 def test_one_hung_request_costs_one_configured_timeout_and_the_retry_succeeds(app, monkeypatch):

@@ -1002,6 +1002,49 @@ def test_hang_outlasts_a_client_timeout(kubesim, batch):
         batch.list_namespaced_job(NS, _request_timeout=0.2)
 
 
+def _get_jobs(kubesim, pool: urllib3.PoolManager | None = None) -> urllib3.BaseHTTPResponse:
+    return (pool or urllib3.PoolManager(retries=False)).request(
+        "GET", kubesim.url + "/apis/batch/v1/namespaces/default/jobs",
+        headers={"Authorization": f"Bearer {kubesim.token}"})
+
+
+def test_a_cut_answer_announces_the_whole_body_and_closes_after_its_first_bytes(kubesim, batch):
+    batch.create_namespaced_job(NS, job_body("listed"))
+    whole = _get_jobs(kubesim).data
+    fault = kubesim.inject("GET", r"/jobs$", "cut", keep=40)
+    answer = urllib3.PoolManager(retries=False).request(
+        "GET", kubesim.url + "/apis/batch/v1/namespaces/default/jobs",
+        headers={"Authorization": f"Bearer {kubesim.token}"}, preload_content=False)
+    assert answer.status == 200 and answer.headers["Content-Length"] == str(len(whole))
+    assert answer.read(40) == whole[:40]  # the part arrives...
+    with pytest.raises(urllib3.exceptions.ProtocolError):  # ...then the connection ends short of the rest
+        answer.read()
+    assert fault.fired == 1
+    assert _get_jobs(kubesim).data == whole  # one-shot: the next answer is whole
+
+
+def test_a_framed_cut_is_the_first_bytes_sent_as_a_whole_answer_on_a_kept_connection(kubesim, batch):
+    batch.create_namespaced_job(NS, job_body("listed"))
+    pool = urllib3.PoolManager(retries=False, maxsize=1)
+    whole = _get_jobs(kubesim, pool).data
+    kubesim.inject("GET", r"/jobs$", "cut", keep=40, framed=True)
+    cut = _get_jobs(kubesim, pool)
+    assert (cut.status, cut.headers["Content-Length"], cut.data) == (200, "40", whole[:40])
+    assert _get_jobs(kubesim, pool).data == whole
+    assert pool.connection_from_url(kubesim.url).num_connections == 1  # the connection was kept and reused
+
+
+def test_a_body_fault_answers_a_proxy_page_instead_of_the_request(kubesim):
+    kubesim.inject("GET", r"/jobs$", "body", body="<html>Sign in</html>")
+    page = _get_jobs(kubesim)
+    assert (page.status, page.data) == (200, b"<html>Sign in</html>")
+    assert page.headers["Content-Type"].startswith("text/html")
+    kubesim.inject("GET", r"/jobs$", "body", status=502, body=b"bad gateway", content_type="text/plain")
+    bad = _get_jobs(kubesim)
+    assert (bad.status, bad.data) == (502, b"bad gateway")
+    assert json.loads(_get_jobs(kubesim).data)["kind"] == "JobList"
+
+
 def test_requests_are_counted_by_method_and_route_template_and_logged(kubesim, batch, core):
     batch.create_namespaced_job(NS, job_body("counted"))
     batch.list_namespaced_job(NS, label_selector="a=b", limit=5)

@@ -10,7 +10,8 @@ pydantic models, or its retry knobs. This module
 - sends requests through the official client's ``ApiClient`` (``param_serialize`` + ``call_api``),
   with JSON bodies as plain dicts and answers parsed with ``json.loads``. Skipping the generated
   models keeps every field the server sent (the models drop unknown ones) and makes a 500-item
-  LIST cheap to decode;
+  LIST cheap to decode. A LIST answer is parsed as it arrives (``listing``): each item goes
+  through the caller's ``keep`` as soon as it is complete, so a page never holds whole items;
 - turns every failure into ``shared.kube.errors`` (built from the API's ``Status`` body), with the
   library's exception chained as the cause; nothing else in the project catches ``ApiException``
   or urllib3 errors;
@@ -34,6 +35,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from shared.kube import listing
 from shared.kube.errors import (
     KubeError,
     KubeGone,
@@ -98,7 +100,7 @@ class KubeClient:
     def list_jobs(self, namespace: str, *, label_selector: str | None = None, limit: int = 500,
                   keep: Callable[[dict], dict] | None = None) -> list[dict]:
         """Every Job matching, page by page; ``keep(job)``, when given, is what is kept of each
-        (applied to each page as it arrives, so a long list never holds whole Jobs)."""
+        (applied to each Job as it is parsed, so a long list never holds whole Jobs)."""
         return list(self._list_all(JOBS, "list_jobs", namespace, label_selector, None, limit, keep))
 
     def list_pods(self, namespace: str, *, label_selector: str | None = None, limit: int = 500,
@@ -129,7 +131,7 @@ class KubeClient:
 
     # ------------------------------------------------------------- listing
 
-    def _list_page(self, path, verb, namespace, label_selector, field_selector, limit, continue_token):
+    def _list_page(self, path, verb, namespace, label_selector, field_selector, limit, continue_token, keep=None):
         query: dict[str, Any] = {"limit": limit}
         if label_selector:
             query["labelSelector"] = label_selector
@@ -137,8 +139,8 @@ class KubeClient:
             query["fieldSelector"] = field_selector
         if continue_token:
             query["continue"] = continue_token
-        doc = self._request("GET", path, verb, namespace=namespace, query=query)
-        return list(doc.get("items") or []), (doc.get("metadata") or {}).get("continue") or None
+        return self._request("GET", path, verb, namespace=namespace, query=query,
+                             read_list=functools.partial(listing.read_list, keep=keep))
 
     def _list_all(self, path, verb, namespace, label_selector, field_selector, limit, keep=None) -> Iterator[dict]:
         """Every item, page by page. An expired continue token (410) restarts from the first page,
@@ -149,9 +151,8 @@ class KubeClient:
             try:
                 while True:
                     page, token = self._list_page(path, verb, namespace, label_selector, field_selector,
-                                                  limit, token)
-                    items.extend(page if keep is None else map(keep, page))
-                    del page
+                                                  limit, token, keep)
+                    items.extend(page)
                     if not token:
                         return iter(items)
             except KubeGone:
@@ -164,14 +165,16 @@ class KubeClient:
 
     def _request(self, method: str, path: str, verb: str, *, namespace: str, name: str | None = None,
                  query: dict | None = None, body: dict | None = None, content_type: str = "application/json",
-                 accept: str = "application/json", raw: bool = False):
+                 accept: str = "application/json", raw: bool = False, read_list: Callable | None = None):
+        """One request with its retries. ``read_list(body)``, when given, reads a 2xx answer as it
+        arrives (see ``listing``) instead of it being read whole and parsed with ``json.loads``."""
         refreshed = False
         attempt = 0
         while True:
             api_client = self._connector.api_client()
             try:
                 return self._send(api_client, method, path, verb, namespace, name, query, body,
-                                  content_type, accept, raw)
+                                  content_type, accept, raw, read_list)
             except KubeUnauthorized:
                 if refreshed:
                     raise KubeUnauthorized(
@@ -194,7 +197,8 @@ class KubeClient:
             return min(max(err.retry_after, 0.0), self._max_retry_after)
         return min(self._backoff * (2 ** attempt) * (1 + random.random() / 2), self._max_retry_after)
 
-    def _send(self, api_client, method, path, verb, namespace, name, query, body, content_type, accept, raw):
+    def _send(self, api_client, method, path, verb, namespace, name, query, body, content_type, accept, raw,
+              read_list=None):
         import urllib3  # a kubernetes dependency; imported here to keep module import light
 
         path_params = {"namespace": namespace}
@@ -217,6 +221,8 @@ class KubeClient:
             )
             _without_library_retries(api_client)
             response = api_client.call_api(*request, _request_timeout=self._timeout)
+            if read_list is not None and 200 <= response.status <= 299:
+                return _read_streamed(response, read_list)
             data = response.read()
         except urllib3.exceptions.HTTPError as exc:
             raise KubeUnavailable(_transport_message(exc, self._timeout)) from exc
@@ -235,12 +241,34 @@ class KubeClient:
         try:
             doc = json.loads(data)
         except ValueError:
-            # A proxy's login or error page with a 2xx: say so, never quote the page.
-            raise KubeError(f"HTTP {response.status}: the answer is not JSON (not a Kubernetes API?)",
-                            status=response.status) from None
+            raise _unreadable(response.status, listing.UnreadableList.NOT_JSON) from None
         if not isinstance(doc, dict):
-            raise KubeError(f"HTTP {response.status}: the answer is not a JSON object", status=response.status)
+            raise _unreadable(response.status, listing.UnreadableList.NOT_AN_OBJECT)
         return doc
+
+
+def _read_streamed(response, read_list: Callable):
+    """``read_list`` over the answer's body as it arrives. A body it could not read to the end
+    has its connection closed (its unread rest must not reach the next request on it)."""
+    raw = response.response  # the urllib3 response, not yet read (the client asks for no preload)
+    try:
+        return read_list(raw)
+    except listing.UnreadableList as err:
+        raise _unreadable(response.status, err.problem) from None
+    finally:
+        if not raw.closed:
+            raw.close()
+            raw.release_conn()
+
+
+def _unreadable(status: int, problem: str) -> KubeError:
+    # A proxy's login or error page with a 2xx, or an answer cut short: say so, never quote the page.
+    message = {
+        listing.UnreadableList.NOT_JSON: "the answer is not JSON (not a Kubernetes API?)",
+        listing.UnreadableList.TRUNCATED: "the answer ended in the middle of its JSON (cut off on the way?)",
+        listing.UnreadableList.NOT_AN_OBJECT: "the answer is not a JSON object",
+    }[problem]
+    return KubeError(f"HTTP {status}: {message}", status=status)
 
 
 def _without_library_retries(api_client) -> None:

@@ -95,6 +95,9 @@ class _Handler(BaseHTTPRequestHandler):
                 sim._sleep(fault.seconds)
                 self._abort()
                 return
+            elif fault.kind == "body":
+                self._send(Response(fault.status, fault.body, fault.content_type), entry)
+                return
 
         if not (route is not None and route.endpoint in apiserver.ANONYMOUS and not self.headers.get("Authorization")):
             if not sim._authorized(self.headers.get("Authorization")):
@@ -103,6 +106,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return
         headers = {k: v for k, v in self.headers.items()}
         response = sim.apiserver.handle(Request(method, path, query, headers, body), route, params)
+        if fault is not None and fault.kind == "cut":
+            self._send_cut(response, entry, fault.keep, fault.framed)
+            return
         self._send(response, entry)
 
     def _abort(self) -> None:
@@ -112,7 +118,18 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
-    def _send(self, response: Response, entry: dict) -> None:
+    def _send_cut(self, response: Response, entry: dict, keep: int, framed: bool) -> None:
+        """The answer with only its body's first ``keep`` bytes: announced as the whole body and
+        followed by a closed connection, or (``framed``) announced as exactly that part."""
+        part = response.body[:keep]
+        if framed:
+            self._send(Response(response.code, part, response.content_type, response.headers), entry)
+            return
+        self._send(response, entry, body=part)
+        self.wfile.flush()
+        self._abort()
+
+    def _send(self, response: Response, entry: dict, body: bytes | None = None) -> None:
         entry["status"] = response.code
         self.send_response(response.code)
         ctype = response.content_type
@@ -122,7 +139,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache, private")
         for key, value in response.headers.items():
             self.send_header(key, value)
-        body = b"" if self.command == "HEAD" else response.body
+        if body is None:
+            body = b"" if self.command == "HEAD" else response.body
         self.send_header("Content-Length", str(len(response.body)))
         # One write for headers and body: no Nagle/delayed-ACK stall on kept-alive connections.
         self._headers_buffer.append(b"\r\n")
