@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from shared.kube.jobspec import RUN_ID_LABEL
 from shared.kube.status import MAX_MESSAGE_CHARS, decode_job_status, job_for_decoding, pod_for_decoding
 from shared.runs.model import Phase, RunState, Status
 
@@ -256,6 +257,23 @@ def test_preempted_by_kueue_after_running_is_queued_again():
 def test_kueue_job_created_suspended_before_any_condition_is_queued():
     state = decode(job(labels=KUEUE, spec={"suspend": True}))
     assert triple(state) == (Status.STARTING, Phase.QUEUED, "JobSuspended")
+
+
+def test_kueue_queue_named_by_an_annotation_is_queued_in_that_queue_also_from_what_the_sweep_keeps():
+    annotated = job(cond("Suspended", reason="JobSuspended", message="Job suspended"), spec={"suspend": True})
+    annotated["metadata"]["annotations"] = {**KUEUE, "team": "data"}  # Kueue's older way to name the queue
+    state = decode(annotated)  # decode() also checks the trimmed Job decodes the same
+    assert triple(state) == (Status.STARTING, Phase.QUEUED, "JobSuspended")
+    assert "'team-a'" in state.message
+
+
+def test_what_the_sweep_keeps_of_a_pod_still_carries_its_run_id_label():
+    # The sweep matches each listed pod to its run by this label (shared.usecases.sweeping).
+    listed = pod()
+    listed["metadata"]["labels"] = {RUN_ID_LABEL: "nightly-etl-abcdefghij", "batch.kubernetes.io/job-name": "x"}
+    kept = pod_for_decoding(listed)
+    assert kept["metadata"]["labels"] == {RUN_ID_LABEL: "nightly-etl-abcdefghij"}
+    assert kept["metadata"]["name"] == listed["metadata"]["name"]
 
 
 def test_job_managed_by_multikueue_and_suspended_is_queued():

@@ -137,6 +137,15 @@ def test_counters_and_start_time_say_what_runs():
         RUNNING, Phase.RUNNING, "PodRetrying", "1 pod(s) failed, 1 active; retrying within backoffLimit 3")
 
 
+def test_a_job_is_within_its_backoff_limit_until_more_pods_failed_than_the_limit():
+    # The Job controller (syncJob in pkg/controller/job/job_controller.go) fails a Job once
+    # failed > backoffLimit: with backoffLimit 3 the fourth pod is still a retry.
+    assert decode(job(active=1, failed=3, startTime=ts(60))).message == \
+        "3 pod(s) failed, 1 active; retrying within backoffLimit 3"
+    assert decode(job(active=1, failed=4, startTime=ts(60))).message == \
+        "4 pod(s) failed, 1 active; past backoffLimit 3, and the Job controller has not failed the Job"
+
+
 def test_a_retry_without_a_backoff_limit_names_the_kubernetes_default():
     retrying = job(active=1, failed=2, startTime=ts(60))
     del retrying["spec"]["backoffLimit"]
