@@ -156,7 +156,7 @@ def judge(figures: dict, function_timeout_seconds: float) -> list[Target]:
                               f"{cold['ratio']}x", cold["ratio"] is not None and cold["ratio"] <= COLD_START_TARGET))
         heavy = cold["heavyModulesLoaded"]
         targets.append(Target("cold start", "importing function_app loads no kubernetes, azure.mgmt, "
-                                            "azure.data.tables module",
+                                            "azure.data.tables or ijson module",
                               ", ".join(heavy[:5]) if heavy else "none loaded", not heavy))
     return targets
 
