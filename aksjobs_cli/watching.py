@@ -74,6 +74,10 @@ def watch_run(api: Api, run_id: str, *, interval: float, timeout: float | None, 
     """Poll until the run is finished or ``timeout`` seconds pass; progress goes to ``progress``.
 
     ``first`` is a run document already in hand (a submit's answer): shown at once, then polled.
+
+    Long on purpose: one loop (fetch, finished?, progress, deadline, wait) whose steps share the
+    same few locals (last document, failures, note, spinner frame); split, they would be passed
+    back and forth on every turn.
     """
     started = clock()
     deadline = started + timeout if timeout is not None else None

@@ -45,6 +45,11 @@ class Target:
 
 
 def judge(figures: dict, function_timeout_seconds: float) -> list[Target]:
+    """Every target the measured sections can be judged against, pass or miss, in section order.
+
+    Long on purpose: one ``Target`` per line of docs/benchmark.md's targets table, each a few
+    lines reading its own figures; split, a reader could not check the table against one place.
+    """
     targets: list[Target] = []
     sizes = {s["runs"]: s for s in figures.get("sweep", [])}
     for runs, s in sizes.items():

@@ -121,6 +121,11 @@ def progress_printer(started: float) -> Callable[[str], None]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Measure the chosen sections in one world, print figures and targets, optionally save JSON.
+
+    Long on purpose: one ``if`` per section, in the order they run, all sharing one started world
+    and one load-average record; each section's work lives in its own module.
+    """
     args = parse_args(argv)
     from bench.cold_start import cold_start_figures
     from bench.credentials import credential_figures

@@ -79,6 +79,8 @@ def aks_kubeconfig(
     data when given), as ``listClusterAdminCredential`` returns for clusters with local accounts.
     ``user``: a ``clusterUser_{rg}_{name}`` user with the ``kubelogin`` exec entry AKS returns for
     Entra-integrated clusters (device-code login, AKS server application id).
+
+    Long on purpose: mostly the kubeconfig itself, written out field by field as AKS returns it.
     """
     def b64(data: bytes) -> str:
         return base64.b64encode(data).decode("ascii")
@@ -198,6 +200,11 @@ class ArmStub(LoopbackTlsStub):
     # ------------------------------------------------------------------ answers
 
     def _serve(self, handler: _Handler) -> None:
+        """Answer one listCluster*Credential POST as ARM does, or with the failure set.
+
+        Long on purpose: ARM's checks in ARM's order (route, bearer, api-version, authorization,
+        subscription, group, cluster, local accounts, throttling), each with ARM's own error body.
+        """
         parts = urlsplit(handler.path)
         segments = [unquote(s) for s in parts.path.strip("/").split("/")]
         query = parse_qs(parts.query)

@@ -47,6 +47,9 @@ def make_self_signed(
     IP literals become IP SANs (clients match ``127.0.0.1`` against those, never against DNS
     names), anything else a DNS SAN. The certificate is its own issuer and is marked as a CA so
     that OpenSSL accepts it as the trust anchor of a bundle that contains only it.
+
+    Long on purpose: one X.509 builder chain (name, SANs, CA and key-usage extensions), read top
+    to bottom like the certificate it writes.
     """
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization

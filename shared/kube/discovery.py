@@ -112,7 +112,11 @@ def describe_source_job(job: dict, *, relaxed_env_names: bool = False) -> dict:
 
 
 def advise(job: dict, *, relaxed_env_names: bool = False) -> list[dict]:
-    """The job type's best practices this source Job misses, as ``{"code", "message"}`` items."""
+    """The job type's best practices this source Job misses, as ``{"code", "message"}`` items.
+
+    Long on purpose: a flat checklist, one independent block per advice code, in the order the
+    discovery answer lists them; split, the checks a user reads about would be scattered.
+    """
     spec = job.get("spec") or {}
     containers = (((spec.get("template") or {}).get("spec") or {}).get("containers")) or []
     advice = []

@@ -487,6 +487,9 @@ def clone_source_job(source: dict) -> dict:
     annotations - is dropped from the Job (and the tracking annotations from the pod template), so
     no GitOps tool prunes or adopts the run as an out-of-git resource of its application. Template
     labels are kept: Services and NetworkPolicies may select the pods by them.
+
+    Long on purpose: most of its length is the list above of what is kept and dropped, and the
+    body follows that list in order, one step per item.
     """
     source_meta = source.get("metadata") or {}
     kueue = kueue_queue_name(source) is not None

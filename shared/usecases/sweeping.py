@@ -159,6 +159,8 @@ def fan_out(c: Collaborators, queue) -> int:
 
 def _sweep_namespace(c: Collaborators, namespace: str, active: list, summary: SweepSummary, budget: Budget,
                      per_run_writes: bool = False) -> None:
+    """One namespace's sweep: list its run Jobs (and pods, events where needed), decide every
+    active run, save the changes in transactions, then run the per-run work concurrently."""
     now = c.clock()
     jobs = {job["metadata"]["name"]: job
             for job in c.kube.list_jobs(namespace, label_selector=jobspec.run_selector(), limit=500,
@@ -167,27 +169,47 @@ def _sweep_namespace(c: Collaborators, namespace: str, active: list, summary: Sw
     pods_by_run = _pods_by_run(c, namespace, need_pods)
     events_by_run = _events_by_run(c, namespace, [(a.run_id, jobs.get(a.run_id), pods_by_run.get(a.run_id, []))
                                                   for a in need_pods])
-    work = []  # per-run writes: a read, then an ETag-guarded save
-    changes: list[StateChange] = []  # batched writes, decided from the markers alone
-    decided: dict[str, tuple] = {}
-    decided_events: dict[str, list[dict] | None] = {}
+    observed = {a.run_id: _Observed(jobs.get(a.run_id), pods_by_run.get(a.run_id, []), events_by_run.get(a.run_id))
+                for a in active}
+    work, changes, missed = _decide(c, namespace, active, observed, now, summary, budget, per_run_writes)
+    work += _save_changes(c, namespace, changes, missed, observed, now, summary, budget)
+    outcomes = _run_concurrently(work)
+    summary.changed += outcomes.count(RECORDED)
+    summary.writes_given_up += outcomes.count(GAVE_UP)
+
+
+@dataclass(frozen=True)
+class _Observed:
+    """What the sweep's lists showed of one run: its Job (None: not listed), pods and Warning events."""
+    job: dict | None
+    pods: list
+    events: list[dict] | None
+
+
+def _decide(c: Collaborators, namespace: str, active: list, observed: dict[str, _Observed], now: datetime,
+            summary: SweepSummary, budget: Budget, per_run_writes: bool) -> tuple[list, list[StateChange], set[str]]:
+    """Decide every active run from its marker and what was observed. Returns the per-run work
+    (a read, then an ETag-guarded save), the changes to save in transactions (markers that carry
+    the whole state; none when ``per_run_writes``) and which of those only count a missed sweep."""
+    work: list = []
+    changes: list[StateChange] = []
+    missed: set[str] = set()
     for marker in active:
-        job = jobs.get(marker.run_id)
-        pods = pods_by_run.get(marker.run_id, [])
-        events = events_by_run.get(marker.run_id)
+        seen = observed[marker.run_id]
         batched = marker.complete and not per_run_writes
-        if job is None and marker.cancel_requested_at is None:
+        if seen.job is None and marker.cancel_requested_at is None:
             if marker.phase == Phase.SUBMITTING and _age(marker.created_at, now) < c.settings.submit_grace_seconds:
                 continue  # the create may still be in flight
             if marker.missing_sweeps + 1 < MISSING_SWEEPS_BEFORE_LOST:
                 if batched:
                     before = run_from_marker(marker)
                     changes.append(StateChange(marker, replace(before, missing_sweeps=before.missing_sweeps + 1)))
+                    missed.add(marker.run_id)
                 else:
                     work.append(partial(_note_missing, c, namespace, marker.run_id))
                 continue
-        state = decode_job_status(job, pods, now=now, stall_after_seconds=c.settings.stall_after_seconds,
-                                  cancel_requested=marker.cancel_requested_at is not None, events=events,
+        state = decode_job_status(seen.job, seen.pods, now=now, stall_after_seconds=c.settings.stall_after_seconds,
+                                  cancel_requested=marker.cancel_requested_at is not None, events=seen.events,
                                   held_at_create=marker.held_at_create)
         if (marker.status, marker.phase, marker.reason, marker.message) == (
                 state.status, state.phase, state.reason, state.message) and marker.missing_sweeps == 0:
@@ -198,29 +220,38 @@ def _sweep_namespace(c: Collaborators, namespace: str, active: list, summary: Sw
             if after is None:  # the same state, seen again after a missed sweep
                 after = replace(before, missing_sweeps=0)
             changes.append(StateChange(marker, after, tuple(outbox_rows(c, before, after))))
-            decided[marker.run_id] = (job, pods)
-            decided_events[marker.run_id] = events
         else:
-            work.append(partial(_record, c, namespace, marker.run_id, job, pods, now, summary, budget, events))
+            work.append(partial(_record, c, namespace, marker.run_id, seen.job, seen.pods, now, summary, budget,
+                                seen.events))
+    return work, changes, missed
 
+
+def _save_changes(c: Collaborators, namespace: str, changes: list[StateChange], missed: set[str],
+                  observed: dict[str, _Observed], now: datetime, summary: SweepSummary, budget: Budget) -> list:
+    """Save the decided changes in transactions and count what landed. Returns the per-run work
+    left: a run whose transaction lost a race is read and decided again; a saved failing run is
+    diagnosed. A transaction with no answer leaves its runs for the next sweep."""
+    if not changes:
+        return []
     unreached: list[str] = []  # transactions with no answer: left as they were, for the next sweep
-    unsaved = set(c.store.save_many(namespace, changes, unavailable=unreached)) if changes else set()
+    unsaved = set(c.store.save_many(namespace, changes, unavailable=unreached))
     if unreached:
         log.warning("sweep of %s: %d run(s) not recorded (the run table did not answer their transactions); "
                     "the next sweep decides them again", namespace, len(unreached))
         summary.writes_given_up += len(unreached)
     not_recorded = set(unreached)
+    work: list = []
     for change in changes:
         run_id = change.run.run_id
         if run_id in not_recorded:
             continue
-        if run_id not in decided:  # a missed sweep counted
+        if run_id in missed:  # a missed sweep counted
             if run_id in unsaved:
                 work.append(partial(_note_missing, c, namespace, run_id))
             continue
         if run_id in unsaved:  # lost a race (or cannot be merged): read, decide again, save
-            work.append(partial(_record, c, namespace, run_id, *decided[run_id], now, summary, budget,
-                                decided_events[run_id]))
+            seen = observed[run_id]
+            work.append(partial(_record, c, namespace, run_id, seen.job, seen.pods, now, summary, budget, seen.events))
             continue
         summary.changed += 1
         after = change.run
@@ -229,9 +260,7 @@ def _sweep_namespace(c: Collaborators, namespace: str, active: list, summary: Sw
                                     "phase": str(after.phase)})
         if diagnostics.capture_moment(after.state) is not None:
             work.append(partial(_diagnose_saved, c, namespace, run_id, now, budget))
-    outcomes = _run_concurrently(work)
-    summary.changed += outcomes.count(RECORDED)
-    summary.writes_given_up += outcomes.count(GAVE_UP)
+    return work
 
 
 def _diagnose_saved(c: Collaborators, namespace: str, run_id: str, now: datetime, budget: Budget) -> None:

@@ -318,6 +318,13 @@ class Controller:
                                    f"Deleted pod: {pod['metadata']['name']}", "job-controller")
 
     def sync_job(self, job: dict, now: float) -> None:
+        """One pass of the job controller over ``job``: count its finished pods (tracking
+        finalizers, pod failure policy, per-index backoff), then suspend, resume, finish or run it
+        (``_decide`` / ``_run``), and write its status and conditions when they changed.
+
+        Long on purpose: it follows Kubernetes' ``syncJob`` in its order (managedBy, pod counting,
+        suspension, terminal target, status update), so it can be read side by side with it.
+        """
         w, store = self.w, self.w.store
         meta, spec = job["metadata"], job.setdefault("spec", {})
         uid = meta.get("uid", "")
