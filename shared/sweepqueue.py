@@ -108,6 +108,7 @@ class SweepQueue:
         return int(self._call(self._queue.get_queue_properties).approximate_message_count or 0)
 
     def _call(self, fn, *args, **kwargs):
+        # Imported at first use, like the queue SDK itself: it keeps cold start low.
         from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError
 
         try:

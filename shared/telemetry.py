@@ -41,6 +41,8 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+from shared.logs import current_correlation_id
+
 log = logging.getLogger(__name__)
 
 NAME = "aksjobs"
@@ -193,7 +195,6 @@ def span(name: str, **attributes: Any) -> Iterator[None]:
     if tracer is None:
         yield
         return
-    from shared.logs import current_correlation_id
 
     cid = current_correlation_id()
     attrs = {k: v for k, v in {**attributes, "correlation_id": cid}.items() if v is not None}

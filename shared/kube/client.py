@@ -286,14 +286,15 @@ def _without_library_retries(api_client) -> None:
 
 @functools.cache
 def _no_retries():
-    # One instance for every client: urllib3 keys its connection pools by it (identity).
+    # One instance for every client: urllib3 keys its connection pools by it (identity). urllib3
+    # (a kubernetes dependency) is imported at first use: it keeps cold start low.
     from urllib3.util.retry import Retry
 
     return Retry(0, raise_on_redirect=False)
 
 
 def _transport_message(exc: Exception, timeout: float) -> str:
-    import urllib3
+    import urllib3  # imported at first use: it keeps cold start low
 
     reason = getattr(exc, "reason", None) or exc
     # urllib3 files a refused connection under its TimeoutError: say what happened, not "timed out".

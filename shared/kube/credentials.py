@@ -41,6 +41,7 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.errors import UpstreamError
@@ -136,7 +137,7 @@ class ClusterAccess:
 
 def parse_kubeconfig(text: bytes | str, *, source: str) -> dict:
     """YAML to a dict. A parse error names the line only: its usual text quotes the content."""
-    import yaml
+    import yaml  # imported at first use, like every SDK here: it keeps cold start low
 
     try:
         doc = yaml.safe_load(text)
@@ -321,8 +322,6 @@ def _exec_expiry(status: dict | None) -> float:
     stamp = (status or {}).get("expirationTimestamp")
     if not stamp:
         return float("inf")
-    from datetime import datetime
-
     try:
         expires = datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()
     except ValueError:
@@ -332,6 +331,7 @@ def _exec_expiry(status: dict | None) -> float:
 
 def run_exec_plugin(exec_config: dict, base_dir: str | None, source: str) -> dict:
     """Run a client-go credential plugin (kubeconfig mode only) and return its ``status``."""
+    # The kubernetes SDK is imported at first use: it keeps cold start low.
     from kubernetes.config.config_exception import ConfigException
     from kubernetes.config.exec_provider import ExecProvider
     from kubernetes.config.kube_config import ConfigNode
@@ -373,7 +373,7 @@ def build_api_client(access: ClusterAccess, bearer: EntraToken | ExecToken | Non
     A static token wins over a client certificate (AKS admin kubeconfigs carry both): a token
     needs no key material in memory files at all.
     """
-    from kubernetes.client import ApiClient, Configuration
+    from kubernetes.client import ApiClient, Configuration  # at first use: keeps cold start low
 
     config = Configuration(host=access.server)
     config.retries = 0  # the facade (shared.kube.client) is the one retry layer
@@ -426,6 +426,7 @@ def _sign_in_error(exc: Exception, purpose: str) -> AzureSignInFailed:
 
 def fetch_aks_kubeconfig(settings: Settings, credential: Any, kind: str, *, retry_total: int = 3) -> bytes:
     """The admin (``kind="admin"``) or user kubeconfig YAML of the configured AKS cluster, from ARM."""
+    # The ARM SDK (and azure.core) are imported at first use: they keep cold start low.
     from azure.core.exceptions import (
         ClientAuthenticationError,
         HttpResponseError,
@@ -621,7 +622,7 @@ class ClusterConnector:
 
     def _credential(self) -> Any:
         if self._azure_credential is None:
-            from azure.identity import DefaultAzureCredential
+            from azure.identity import DefaultAzureCredential  # at first use: keeps cold start low
 
             self._azure_credential = DefaultAzureCredential(
                 managed_identity_client_id=self.settings.azure_client_id
