@@ -26,6 +26,7 @@ import ast
 import json
 import os
 import re
+import subprocess
 import sys
 from collections.abc import Callable, Iterable
 from datetime import timedelta
@@ -279,3 +280,13 @@ def installed_top_level_modules(distributions: Iterable[str]) -> set[str]:
 def parse_timespan(text: str) -> timedelta:
     hours, minutes, seconds = (int(part) for part in text.split(":"))
     return timedelta(hours=hours, minutes=minutes, seconds=seconds)
+
+
+def test_importing_function_app_leaves_sdks_use_cases_and_jobspec_for_the_first_request():
+    # Every cold start imports function_app.py before it can answer: what it loads is paid on each.
+    probe = ("import sys, function_app; print(sorted(m for m in sys.modules if m.startswith(("
+             "'kubernetes', 'azure.mgmt', 'azure.data.tables', 'azure.identity', 'ijson', "
+             "'shared.usecases.submitting', 'shared.usecases.sweeping', 'shared.kube.jobspec', "
+             "'shared.kube.client', 'shared.runs.store'))))")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

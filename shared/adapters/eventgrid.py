@@ -10,10 +10,9 @@ from __future__ import annotations
 import logging
 
 from shared import composition, logs
-from shared.adapters.submits import event_id_and_data, submit_request_from_event
+from shared.adapters.submits import cluster_env_rule, event_id_and_data, submit_request_from_event
 from shared.errors import AppError, Conflict, PermanentConflict
 from shared.kube.errors import KubeError, KubeNotFound
-from shared.kube.jobspec import relaxed_env_names
 from shared.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -34,7 +33,7 @@ def handle_submit_event(event) -> None:
         try:
             c = composition.collaborators()
             request = submit_request_from_event(
-                event, get_settings(), relaxed_env_names=lambda: relaxed_env_names(c.kube.server_version()))
+                event, get_settings(), relaxed_env_names=cluster_env_rule(c.kube))
             result = submitting.submit(c, request)
         except Exception as exc:
             if _is_invalid(exc):

@@ -51,7 +51,6 @@ from shared.kube.errors import (
     KubeUnauthorized,
     KubeUnavailable,
 )
-from shared.kube.jobspec import relaxed_env_names
 from shared.runs.model import Run, Status, parameter_changes
 from shared.settings import Settings, get_settings
 from shared.text import json_type
@@ -323,7 +322,7 @@ def submit_run(req: func.HttpRequest) -> func.HttpResponse:
     request = submits.submit_request(json_body(req) or {}, external_id, ns,
                                      header_key=req.headers.get("idempotency-key"),
                                      route_values={"externalId": external_id},
-                                     relaxed_env_names=lambda: relaxed_env_names(c.kube.server_version()))
+                                     relaxed_env_names=submits.cluster_env_rule(c.kube))
     result = submitting.submit(c, request)
     body = run_document(result.run, c.settings)
     body["created"] = result.created

@@ -13,11 +13,14 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 from shared.errors import AppError, Forbidden, NotFound, ValidationFailed
-from shared.kube import jobspec
 from shared.settings import Settings
 from shared.usecases.requests import SubmitRequest
+
+if TYPE_CHECKING:
+    from shared.kube.jobspec import Parameter
 
 MAX_IDEMPOTENCY_KEY_CHARS = 256
 SUBMIT_KEYS = ("parameters", "attributes", "idempotencyKey")
@@ -56,14 +59,18 @@ def submit_request(body: dict, external_id: str, namespace: str, *, header_key: 
     request = _request(external_id, namespace, raw_params, attributes, key, where="",
                        relaxed_env_names=relaxed_env_names)
     if route_values:
+        from shared.kube import jobspec  # at the first submit, not at import: it keeps cold start low
+
         request.parameters, dropped = jobspec.drop_route_values(request.parameters, route_values,
                                                                 field_prefix="parameters.")
         request.ignored_parameters = [*request.ignored_parameters, *dropped]
     return request
 
 
-def rerun_request(body: dict, header_key: str | None) -> tuple[list[jobspec.Parameter], str | None]:
+def rerun_request(body: dict, header_key: str | None) -> tuple[list[Parameter], str | None]:
     """(Secret parameters given again, idempotency key) from a rerun body."""
+    from shared.kube import jobspec  # at the first rerun, not at import: it keeps cold start low
+
     unknown = sorted(set(body) - set(RERUN_KEYS))
     if unknown:
         raise ValidationFailed(f"Unknown field {str(unknown[0])[:60]!r}; a rerun takes {', '.join(RERUN_KEYS)}",
@@ -137,9 +144,23 @@ def _event_data(data) -> dict:
 # --------------------------------------------------------------------------------- shared
 
 
+def cluster_env_rule(kube: Any) -> Callable[[], bool]:
+    """Whether the cluster behind ``kube`` accepts relaxed env var names, asked only when a submit
+    has a name only 1.32+ accepts (``normalize_parameters`` calls it at most once)."""
+    def relaxed() -> bool:
+        from shared.kube.jobspec import relaxed_env_names  # at first use: it keeps cold start low
+
+        return relaxed_env_names(kube.server_version())
+    return relaxed
+
+
 def _request(external_id: str, namespace: str, raw_params, attributes, key: str | None, *,
              where: str, relaxed_env_names: bool | Callable[[], bool] = False) -> SubmitRequest:
     """The SubmitRequest both entry points build; ``where`` prefixes every field named in an error."""
+    # jobspec (the largest module of the pure core) loads at the first submit, not at import:
+    # it keeps cold start low.
+    from shared.kube import jobspec
+
     attributes = {} if attributes is None else attributes  # only null means none: [] or "" is a mistake
     if not isinstance(attributes, dict):
         raise ValidationFailed(f"{where}attributes must be an object", field=f"{where}attributes")
@@ -170,6 +191,8 @@ def _fields_under(where: str) -> Iterator[None]:
 
 def _validate_attributes(external_id: str, attributes: dict) -> None:
     """Bad attribute values are refused up front, before any row or Job exists."""
+    from shared.kube import jobspec  # at the first submit with attributes: it keeps cold start low
+
     try:
         jobspec.fallback_job(external_id, attributes)
     except NotFound:

@@ -4,8 +4,10 @@ use cases themselves (they load at the first call, which keeps cold start low)."
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from shared.kube.jobspec import Parameter
+if TYPE_CHECKING:  # a name for annotations only: jobspec loads at the first submit (cold start)
+    from shared.kube.jobspec import Parameter
 
 
 @dataclass
