@@ -17,7 +17,6 @@ proven in tests/test_credentials.py), or 401-driven refreshes.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +29,7 @@ from shared.kube.client import KubeClient
 from shared.kube.credentials import ClusterConnector
 from shared.settings import Settings, load_settings
 from tools.armstub import ADMIN, ArmStub, aks_kubeconfig
+from tools.certs import trusted_by_azure_sdks
 
 NAMESPACE = "credentials"
 SPREAD_TTLS = 3
@@ -101,13 +101,8 @@ def _operations(stub: ArmStub, settings: Settings, operations: int, *, span: flo
 def _trusted(stub: ArmStub) -> Iterator[ArmStub]:
     """The stub, started and trusted by the Azure SDK through REQUESTS_CA_BUNDLE, then forgotten."""
     stub.start()
-    previous = os.environ.get("REQUESTS_CA_BUNDLE")
-    os.environ["REQUESTS_CA_BUNDLE"] = stub.ca_path
     try:
-        yield stub
+        with trusted_by_azure_sdks(stub.ca_path):
+            yield stub
     finally:
-        if previous is None:
-            os.environ.pop("REQUESTS_CA_BUNDLE", None)
-        else:
-            os.environ["REQUESTS_CA_BUNDLE"] = previous
         stub.stop()

@@ -10,13 +10,13 @@ What it deliberately does not do: count or judge events (the sections do).
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from shared.runs.errors import StaleRun
+from tools.certs import trusted_by_azure_sdks
 from tools.eventgridstub import EventGridStub
 
 TOPIC_KEY = "bench-topic-key-0123456789abcdef"
@@ -26,15 +26,10 @@ TOPIC_KEY = "bench-topic-key-0123456789abcdef"
 def started_topic() -> Iterator[EventGridStub]:
     stub = EventGridStub(TOPIC_KEY)
     stub.start()
-    previous = os.environ.get("REQUESTS_CA_BUNDLE")
-    os.environ["REQUESTS_CA_BUNDLE"] = stub.ca_path
     try:
-        yield stub
+        with trusted_by_azure_sdks(stub.ca_path):
+            yield stub
     finally:
-        if previous is None:
-            os.environ.pop("REQUESTS_CA_BUNDLE", None)
-        else:
-            os.environ["REQUESTS_CA_BUNDLE"] = previous
         stub.stop()
 
 

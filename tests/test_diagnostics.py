@@ -16,21 +16,6 @@ from shared.usecases import sweeping
 from tests.fixtures.app import source_job
 
 
-def _submit(app, external_id: str, body=None) -> str:
-    answer = app.submit(external_id, body if body is not None else {})
-    assert answer.status == 202, answer.body
-    return answer.json["runId"]
-
-
-def _advance_until(app, run_id: str, predicate, *, step: float = 10, limit: int = 30) -> dict:
-    for _ in range(limit):
-        app.advance(step)
-        doc = app.run(run_id)
-        if predicate(doc):
-            return doc
-    raise AssertionError(f"run {run_id} never got there; last: {doc['status']} {doc['phase']} {doc['reason']}")
-
-
 def _requests(app, suffix: str) -> list[dict]:
     return [r for r in app.sim.request_log if r["method"] == "GET" and r["path"].endswith(suffix)]
 
@@ -41,8 +26,8 @@ def _requests(app, suffix: str) -> list[dict]:
 def test_failed_run_keeps_exit_code_message_and_log_tail_after_ttl_and_source_deletion(app):
     app.sim.put("jobs", "default", source_job("nightly", {"DAY": "1"}, backoffLimit=0, ttlSecondsAfterFinished=30,
                                               scenario="fail:exit=3:after=2:logs=80:message=boom"))
-    run_id = _submit(app, "nightly")
-    doc = _advance_until(app, run_id, lambda d: d["status"] == "Failed")
+    run_id = app.submit_run("nightly")
+    doc = app.advance_until(run_id, lambda d: d["status"] == "Failed")
     captured = doc["diagnostics"]
     assert captured["moment"] == "outcome"
     assert captured["trigger"]["reason"] == "BackoffLimitExceeded"
@@ -71,10 +56,10 @@ def test_deadline_warning_recorded_with_failed_is_captured_when_the_run_is_faile
     # The job controller records the DeadlineExceeded Warning with Failed (recordJobFinished), once
     # the pod that ignores SIGTERM is killed at the end of its 30 s grace period - not at FailureTarget.
     app.sim.put("jobs", "default", source_job("hang", {}, activeDeadlineSeconds=20, scenario="run-forever"))
-    run_id = _submit(app, "hang")
-    failing = _advance_until(app, run_id, lambda d: d["phase"] == "Failing", step=5)
+    run_id = app.submit_run("hang")
+    failing = app.advance_until(run_id, lambda d: d["phase"] == "Failing", step=5)
     assert failing["diagnostics"]["moment"] == "outcome" and failing["diagnostics"]["jobEvents"] == []
-    doc = _advance_until(app, run_id, lambda d: d["status"] == "Failed", step=10)
+    doc = app.advance_until(run_id, lambda d: d["status"] == "Failed", step=10)
     captured = doc["diagnostics"]
     assert [e["reason"] for e in captured["jobEvents"]] == ["DeadlineExceeded"]
     assert captured["trigger"]["status"] == "Failed"
@@ -89,13 +74,13 @@ def test_crash_loop_evidence_survives_the_pod_deleted_at_the_backoff_limit(app):
     job = source_job("crashy", {}, backoffLimit=3, scenario="fail:exit=3:after=20:message=boom")
     job["spec"]["template"]["spec"]["restartPolicy"] = "OnFailure"
     app.sim.put("jobs", "default", job)
-    run_id = _submit(app, "crashy")
+    run_id = app.submit_run("crashy")
 
-    early = _advance_until(app, run_id, lambda d: d["diagnostics"] is not None)
+    early = app.advance_until(run_id, lambda d: d["diagnostics"] is not None)
     assert (early["status"], early["reason"]) == ("Running", "CrashLoopBackOff")
     assert early["diagnostics"]["moment"] == "early"
 
-    doc = _advance_until(app, run_id, lambda d: d["status"] == "Failed")
+    doc = app.advance_until(run_id, lambda d: d["status"] == "Failed")
     assert not app.sim.pods_of("default", run_id)
     captured = doc["diagnostics"]
     assert captured["moment"] == "outcome"
@@ -111,8 +96,8 @@ def test_crash_loop_evidence_survives_the_pod_deleted_at_the_backoff_limit(app):
 
 def test_stalled_run_captures_the_image_pull_warnings_without_reading_a_log(app):
     app.sim.put("jobs", "default", source_job("bad-image", {}, scenario="pull-backoff"))
-    run_id = _submit(app, "bad-image")
-    doc = _advance_until(app, run_id, lambda d: d["phase"] == "Stalled", step=30)
+    run_id = app.submit_run("bad-image")
+    doc = app.advance_until(run_id, lambda d: d["phase"] == "Stalled", step=30)
     captured = doc["diagnostics"]
     assert captured["moment"] == "early"
     [pod] = captured["pods"]
@@ -125,8 +110,8 @@ def test_stalled_run_captures_the_image_pull_warnings_without_reading_a_log(app)
 
 def test_a_run_is_captured_once_however_many_sweeps_see_it_failing(app):
     app.sim.put("jobs", "default", source_job("bad-image", {}, scenario="pull-backoff"))
-    run_id = _submit(app, "bad-image")
-    first = _advance_until(app, run_id, lambda d: d["phase"] == "Stalled", step=30)["diagnostics"]
+    run_id = app.submit_run("bad-image")
+    first = app.advance_until(run_id, lambda d: d["phase"] == "Stalled", step=30)["diagnostics"]
     app.sim.reset_counters()
     for _ in range(10):
         app.advance(30)
@@ -138,8 +123,8 @@ def test_a_run_is_captured_once_however_many_sweeps_see_it_failing(app):
 
 def test_healthy_runs_cost_no_diagnostic_reads(app):
     app.sim.put("jobs", "default", source_job("fine", {}, scenario="succeed:after=20"))
-    run_id = _submit(app, "fine")
-    doc = _advance_until(app, run_id, lambda d: d["status"] == "Success")
+    run_id = app.submit_run("fine")
+    doc = app.advance_until(run_id, lambda d: d["status"] == "Success")
     assert doc["diagnostics"] is None
     assert not _requests(app, "/log")
     assert not _requests(app, "/events")
@@ -147,9 +132,9 @@ def test_healthy_runs_cost_no_diagnostic_reads(app):
 
 def test_a_capture_that_cannot_read_logs_still_records_the_failure_and_says_why(app):
     app.sim.put("jobs", "default", source_job("nightly", {}, backoffLimit=0, scenario="fail:exit=3:after=2"))
-    run_id = _submit(app, "nightly")
+    run_id = app.submit_run("nightly")
     app.sim.inject("GET", r"/log$", "status", times=None, status=403, message="pods/log is forbidden")
-    doc = _advance_until(app, run_id, lambda d: d["status"] == "Failed")
+    doc = app.advance_until(run_id, lambda d: d["status"] == "Failed")
     [container] = doc["diagnostics"]["pods"][0]["containers"]
     assert container["exitCode"] == 3
     assert "log" not in container
@@ -159,7 +144,7 @@ def test_a_capture_that_cannot_read_logs_still_records_the_failure_and_says_why(
 
 def test_a_capture_that_cannot_list_pods_never_holds_up_the_transition(app):
     app.sim.put("jobs", "default", source_job("nightly", {}, backoffLimit=0, scenario="fail:exit=3:after=2"))
-    run_id = _submit(app, "nightly")
+    run_id = app.submit_run("nightly")
     app.sim.inject("GET", r"/namespaces/default/pods$", "status", times=None, status=403)
     app.advance(10)
     doc = app.run(run_id)
@@ -172,7 +157,7 @@ def test_a_capture_that_cannot_list_pods_never_holds_up_the_transition(app):
 
 def test_sweep_summary_counts_the_runs_it_diagnosed(app):
     app.sim.put("jobs", "default", source_job("nightly", {}, backoffLimit=0, scenario="fail:after=2"))
-    _submit(app, "nightly")
+    app.submit_run("nightly")
     app.sim.advance(10)
     summary = sweeping.sweep(app.service).as_dict()
     assert summary["diagnosed"] == 1

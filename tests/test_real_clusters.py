@@ -13,30 +13,15 @@ from __future__ import annotations
 from tests.fixtures.app import source_job
 
 
-def _submit(app, external_id: str, body=None) -> str:
-    answer = app.submit(external_id, body if body is not None else {})
-    assert answer.status == 202, answer.body
-    return answer.json["runId"]
-
-
-def _until(app, run_id: str, predicate, *, step: float = 10, limit: int = 40) -> dict:
-    for _ in range(limit):
-        app.advance(step)
-        doc = app.run(run_id)
-        if predicate(doc):
-            return doc
-    raise AssertionError(f"run {run_id} never got there; last: {doc['status']} {doc['phase']} {doc['reason']}")
-
-
 def _state(doc: dict) -> tuple:
     return doc["status"], doc["phase"], doc["reason"]
 
 
 def test_refused_pods_are_starting_failed_create_then_stalled_and_never_running(app):
     app.sim.put("jobs", "default", source_job("quota", {}, scenario="refused"))
-    run_id = _submit(app, "quota")
+    run_id = app.submit_run("quota")
     seen = set()
-    doc = _until(app, run_id, lambda d: seen.add(_state(d)) or d["phase"] == "Stalled")
+    doc = app.advance_until(run_id, lambda d: seen.add(_state(d)) or d["phase"] == "Stalled")
     assert all(status != "Running" for status, _, _ in seen)
     assert ("Starting", "Pending", "FailedCreate") in seen
     assert _state(doc) == ("Starting", "Stalled", "FailedCreate")
@@ -48,14 +33,14 @@ def test_refused_pods_are_starting_failed_create_then_stalled_and_never_running(
 def test_a_source_managed_by_another_controller_runs_under_the_job_controller(app):
     app.sim.put("jobs", "default", source_job("operator-job", {}, scenario="succeed:after=5",
                                               managedBy="example.com/batch-operator"))
-    run_id = _submit(app, "operator-job")
+    run_id = app.submit_run("operator-job")
     assert "managedBy" not in app.sim.get("jobs", "default", run_id)["spec"]
-    assert _until(app, run_id, lambda d: d["status"] != "Starting" and d["status"] != "Running")["status"] == "Success"
+    assert app.advance_until(run_id, lambda d: d["status"] != "Starting" and d["status"] != "Running")["status"] == "Success"
 
 
 def test_a_run_of_a_ttl_zero_source_ends_success_not_lost(app):
     app.sim.put("jobs", "default", source_job("short", {}, scenario="succeed:after=5", ttlSecondsAfterFinished=0))
-    run_id = _submit(app, "short")
+    run_id = app.submit_run("short")
     assert app.sim.get("jobs", "default", run_id)["spec"]["ttlSecondsAfterFinished"] == 300
     for _ in range(4):
         app.advance(10)
@@ -71,7 +56,7 @@ def test_gitops_tracking_metadata_of_the_source_does_not_reach_the_run_job(app):
     source["metadata"]["annotations"].update({"argocd.argoproj.io/tracking-id": "billing:batch/Job:default/x",
                                               "meta.helm.sh/release-name": "billing"})
     app.sim.put("jobs", "default", source)
-    run_id = _submit(app, "argo-managed")
+    run_id = app.submit_run("argo-managed")
     meta = app.sim.get("jobs", "default", run_id)["metadata"]
     keys = [*meta["labels"], *meta["annotations"]]
     assert not [k for k in keys if k == "app.kubernetes.io/instance"
@@ -82,34 +67,34 @@ def test_gitops_tracking_metadata_of_the_source_does_not_reach_the_run_job(app):
 def test_kueue_managing_jobs_without_queue_name_keeps_the_run_queued_until_admitted(app):
     app.sim.kueue_manage_all = True
     app.sim.put("jobs", "default", source_job("plain", {}, scenario="succeed:after=5"))
-    run_id = _submit(app, "plain")
+    run_id = app.submit_run("plain")
     for _ in range(6):
         app.advance(10)
         assert _state(app.run(run_id))[:2] == ("Starting", "Queued")
     app.sim.admit("default", run_id)
-    assert _until(app, run_id, lambda d: d["status"] == "Success")["phase"] == "Succeeded"
+    assert app.advance_until(run_id, lambda d: d["status"] == "Success")["phase"] == "Succeeded"
 
 
 def test_a_run_held_at_create_without_a_label_is_queued_again_when_preempted_after_starting(app):
     app.sim.kueue_manage_all = True
     app.sim.put("jobs", "default", source_job("preemptible", {}, scenario="run-forever"))
-    run_id = _submit(app, "preemptible")
+    run_id = app.submit_run("preemptible")
     app.sim.admit("default", run_id)
-    assert _until(app, run_id, lambda d: d["status"] == "Running")["phase"] == "Running"
+    assert app.advance_until(run_id, lambda d: d["status"] == "Running")["phase"] == "Running"
     app.sim.preempt("default", run_id)
     for _ in range(6):
         app.advance(10)  # the timer sweep decodes the suspended Job; the poll reads the stored run
         assert _state(app.run(run_id))[:2] == ("Starting", "Queued")
     app.sim.admit("default", run_id)
-    assert _until(app, run_id, lambda d: d["status"] == "Running")["phase"] == "Running"
+    assert app.advance_until(run_id, lambda d: d["status"] == "Running")["phase"] == "Running"
 
 
 def test_a_started_run_not_held_at_create_is_cancelled_when_its_job_is_suspended(app):
     app.sim.put("jobs", "default", source_job("plainly", {}, scenario="run-forever"))
-    run_id = _submit(app, "plainly")
-    assert _until(app, run_id, lambda d: d["status"] == "Running")["phase"] == "Running"
+    run_id = app.submit_run("plainly")
+    assert app.advance_until(run_id, lambda d: d["status"] == "Running")["phase"] == "Running"
     app.sim.preempt("default", run_id)  # suspended by someone else, with no queue label
-    assert _state(_until(app, run_id, lambda d: d["status"] != "Running")) == (
+    assert _state(app.advance_until(run_id, lambda d: d["status"] != "Running")) == (
         "Cancelled", "Cancelled", "JobSuspended")
 
 
@@ -117,11 +102,11 @@ def test_a_missing_volume_secret_is_pending_then_stalled_failed_mount(app):
     source = source_job("mounts", {}, scenario="mount-error")
     source["spec"]["template"]["spec"]["volumes"] = [{"name": "creds", "secret": {"secretName": "db-creds"}}]
     app.sim.put("jobs", "default", source)
-    run_id = _submit(app, "mounts")
-    pending = _until(app, run_id, lambda d: d["reason"] == "FailedMount")
+    run_id = app.submit_run("mounts")
+    pending = app.advance_until(run_id, lambda d: d["reason"] == "FailedMount")
     assert (pending["status"], pending["phase"]) == ("Starting", "Pending")
     assert pending["message"].endswith('MountVolume.SetUp failed for volume "creds" : secret "db-creds" not found')
-    assert _state(_until(app, run_id, lambda d: d["phase"] == "Stalled")) == ("Starting", "Stalled", "FailedMount")
+    assert _state(app.advance_until(run_id, lambda d: d["phase"] == "Stalled")) == ("Starting", "Stalled", "FailedMount")
 
 
 def test_a_missing_env_secret_is_pending_then_stalled_create_container_config_error(app):
@@ -129,22 +114,22 @@ def test_a_missing_env_secret_is_pending_then_stalled_create_container_config_er
     env_source["spec"]["template"]["spec"]["containers"][0]["env"] = [
         {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "api-token", "key": "token"}}}]
     app.sim.put("jobs", "default", env_source)
-    run_id = _submit(app, "cfg")
-    pending = _until(app, run_id, lambda d: d["reason"] == "CreateContainerConfigError")
+    run_id = app.submit_run("cfg")
+    pending = app.advance_until(run_id, lambda d: d["reason"] == "CreateContainerConfigError")
     assert (pending["status"], pending["phase"]) == ("Starting", "Pending")
     assert 'secret "api-token" not found' in pending["message"]
-    assert _until(app, run_id, lambda d: d["phase"] == "Stalled")["reason"] == "CreateContainerConfigError"
+    assert app.advance_until(run_id, lambda d: d["phase"] == "Stalled")["reason"] == "CreateContainerConfigError"
 
 
 def test_indexed_run_shows_per_index_progress_and_ends_failed_indexes(app):
     app.sim.put("jobs", "default", source_job(
         "shards", {}, scenario="fail:indexes=1:after=20", completionMode="Indexed", completions=3, parallelism=3,
         backoffLimitPerIndex=1, backoffLimit=None))
-    run_id = _submit(app, "shards")
-    running = _until(app, run_id, lambda d: d["reason"] == "PodRetrying", step=5)
+    run_id = app.submit_run("shards")
+    running = app.advance_until(run_id, lambda d: d["reason"] == "PodRetrying", step=5)
     assert "2147483647" not in running["message"] and "backoffLimitPerIndex 1" in running["message"]
     assert "indexes completed 2 of 3 (0,2)" in running["message"]
-    doc = _until(app, run_id, lambda d: d["status"] == "Failed")
+    doc = app.advance_until(run_id, lambda d: d["status"] == "Failed")
     assert (doc["reason"], doc["message"]) == ("FailedIndexes", "Job has failed indexes")
 
 
@@ -152,8 +137,8 @@ def test_a_fail_job_rule_ends_the_run_failed_with_the_policys_message(app):
     policy = {"rules": [{"action": "FailJob", "onExitCodes": {"operator": "In", "values": [42]}}]}
     app.sim.put("jobs", "default", source_job("fatal", {}, scenario="fail:exit=42:after=3", backoffLimit=6,
                                               podFailurePolicy=policy))
-    run_id = _submit(app, "fatal")
-    doc = _until(app, run_id, lambda d: d["status"] == "Failed")
+    run_id = app.submit_run("fatal")
+    doc = app.advance_until(run_id, lambda d: d["status"] == "Failed")
     assert doc["reason"] == "PodFailurePolicy"
     assert doc["message"].endswith("failed with exit code 42 matching FailJob rule at index 0")
     assert [e["reason"] for e in doc["diagnostics"]["jobEvents"]] == ["PodFailurePolicy"]
@@ -161,11 +146,11 @@ def test_a_fail_job_rule_ends_the_run_failed_with_the_policys_message(app):
 
 def test_an_evicted_pod_fails_the_run_and_its_diagnostics_say_evicted(app):
     app.sim.put("jobs", "default", source_job("evictee", {}, scenario="succeed:after=120", backoffLimit=0))
-    run_id = _submit(app, "evictee")
+    run_id = app.submit_run("evictee")
     app.advance(5)
     [pod] = app.sim.pods_of("default", run_id)
     app.sim.evict("default", pod["metadata"]["name"], by="kubelet")
-    doc = _until(app, run_id, lambda d: d["status"] == "Failed", step=5)
+    doc = app.advance_until(run_id, lambda d: d["status"] == "Failed", step=5)
     assert doc["reason"] == "BackoffLimitExceeded"
     [captured] = doc["diagnostics"]["pods"]
     assert (captured["phase"], captured["reason"]) == ("Failed", "Evicted")
@@ -181,8 +166,8 @@ def test_scheduler_events_are_counted_from_their_series(app, monkeypatch):
     composition.reset()
     app.service.clock = app.sim.now
     app.sim.put("jobs", "default", source_job("huge", {}, scenario="unschedulable"))
-    run_id = _submit(app, "huge")
-    doc = _until(app, run_id, lambda d: d["phase"] == "Stalled", step=30)
+    run_id = app.submit_run("huge")
+    doc = app.advance_until(run_id, lambda d: d["phase"] == "Stalled", step=30)
     [pod] = doc["diagnostics"]["pods"]
     [scheduling] = [e for e in pod["events"] if e["reason"] == "FailedScheduling"]
     [event] = [e for e in app.sim.objects("events", "default") if e["reason"] == "FailedScheduling"]
@@ -193,8 +178,8 @@ def test_scheduler_events_are_counted_from_their_series(app, monkeypatch):
 def test_active_deadline_zero_is_accepted_and_the_run_fails_deadline_exceeded(app):
     app.sim.put("jobs", "default", source_job("instant", {}, scenario="run-forever:terminate=0",
                                               activeDeadlineSeconds=0))
-    run_id = _submit(app, "instant")
-    doc = _until(app, run_id, lambda d: d["status"] == "Failed")
+    run_id = app.submit_run("instant")
+    doc = app.advance_until(run_id, lambda d: d["status"] == "Failed")
     assert doc["reason"] == "DeadlineExceeded"
     assert [e["reason"] for e in doc["diagnostics"]["jobEvents"]] == ["DeadlineExceeded"]
 
@@ -202,7 +187,7 @@ def test_active_deadline_zero_is_accepted_and_the_run_fails_deadline_exceeded(ap
 def test_a_healthy_steady_sweep_lists_no_events(app):
     for i in range(3):
         app.sim.put("jobs", "default", source_job(f"steady-{i}", {}, scenario="run-forever"))
-        _submit(app, f"steady-{i}")
+        app.submit_run(f"steady-{i}")
     app.advance(60)
     app.sim.reset_counters()
     app.advance(30)
@@ -231,7 +216,7 @@ def test_relaxed_env_names_are_accepted_on_a_1_32_cluster(app):
     app.sim.put("jobs", "default", source)
     [described] = [j for j in app.get("/api/jobs").json["jobs"] if j["externalId"] == "spaced"]
     assert all(p.get("validName", True) for p in described["parameters"])
-    run_id = _submit(app, "spaced", {"parameters": {"MY VAR": "y"}})
+    run_id = app.submit_run("spaced", {"parameters": {"MY VAR": "y"}})
     env = app.sim.get("jobs", "default", run_id)["spec"]["template"]["spec"]["containers"][0]["env"]
     assert {"name": "MY VAR", "value": "y"} in env
-    assert _until(app, run_id, lambda d: d["status"] == "Success")["phase"] == "Succeeded"
+    assert app.advance_until(run_id, lambda d: d["status"] == "Success")["phase"] == "Succeeded"

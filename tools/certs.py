@@ -17,7 +17,8 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 CERT_FILE = "cert.pem"
@@ -104,3 +105,18 @@ def make_self_signed(
     with os.fdopen(fd, "wb") as fh:
         fh.write(key_bytes)
     return str(cert_path), str(key_path)
+
+
+@contextmanager
+def trusted_by_azure_sdks(ca_path: str) -> Iterator[None]:
+    """Trust ``ca_path`` through ``REQUESTS_CA_BUNDLE`` (what azure-core's requests transport
+    reads) inside the block, then put the variable back as it was."""
+    previous = os.environ.get("REQUESTS_CA_BUNDLE")
+    os.environ["REQUESTS_CA_BUNDLE"] = ca_path
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("REQUESTS_CA_BUNDLE", None)
+        else:
+            os.environ["REQUESTS_CA_BUNDLE"] = previous
