@@ -13,7 +13,7 @@
   the Job controller's ``batch.kubernetes.io/job-tracking``) is left.
 
 Deliberately not here: choosing the default policy per resource or answering the request
-(``apiserver``), and walking dependents (``controller``).
+(``apiserver``), and walking dependents (``garbagecollector``).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ through core v1 (``Convert_v1_Event_To_core_Event``) such an Event has ``eventTi
 
 Events live one hour of simulated time (the API server's default event TTL).
 
-Deliberately not here: deciding which events happen; callers (``kubelet``, ``controller``) do.
+Deliberately not here: deciding which events happen; callers (``kubelet``, ``statusmanager``, ``jobcontroller``) do.
 """
 
 from __future__ import annotations

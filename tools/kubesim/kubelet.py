@@ -28,7 +28,7 @@ What a pod goes through (times from its creation t0):
   deletes the pod; a node-pressure eviction by the kubelet kills the containers (137) and leaves the
   pod ``Failed`` with reason ``Evicted``, as ``TerminationByKubelet``.
 
-Deliberately not here: counting pods into Job status (``controller``) or deciding to delete
+Deliberately not here: counting pods into Job status (``jobcontroller``) or deciding to delete
 (``deleting``). Init containers are not run; every container of a pod shares one timeline.
 """
 

@@ -45,7 +45,7 @@ Examples: ``succeed:after=20``, ``fail:exit=3:after=5:message=boom``, ``pull-bac
 ``unschedulable:recover=60``, ``kueue:admit-after=30``, ``run-forever:terminate=30:logs=50``.
 
 Deliberately not here: running anything. ``kubelet`` turns a scenario plus a clock into pod
-states; ``controller`` turns pods into Job conditions.
+states; ``jobcontroller`` turns pods into Job conditions.
 """
 
 from __future__ import annotations
