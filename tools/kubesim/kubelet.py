@@ -28,6 +28,10 @@ What a pod goes through (times from its creation t0):
   deletes the pod; a node-pressure eviction by the kubelet kills the containers (137) and leaves the
   pod ``Failed`` with reason ``Evicted``, as ``TerminationByKubelet``.
 
+``Timeline`` says *when* each of this happens, with the events recorded then; the status the
+kubelet reports at an instant is ``podstatus`` (with ``observe``, one look by the kubelet), and
+what the containers wrote is ``containerlogs``.
+
 Deliberately not here: counting pods into Job status (``jobcontroller``) or deciding to delete
 (``deleting``). Init containers are not run; every container of a pod shares one timeline.
 """
@@ -37,9 +41,8 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from .clock import rfc3339, rfc3339_nano
 from .events import NODE
 from .scenarios import Scenario
 
@@ -116,7 +119,7 @@ def image_id(image: str) -> str:
     return f"{repo}@sha256:{hashlib.sha256(normalized.encode()).hexdigest()}"
 
 
-def _hex(*parts: object) -> str:
+def container_hex(*parts: object) -> str:
     return hashlib.sha256("/".join(str(p) for p in parts).encode()).hexdigest()
 
 
@@ -311,216 +314,8 @@ class Timeline:
         return (f'rpc error: code = NotFound desc = failed to pull and unpack image "{ref}": failed to resolve '
                 f'reference "{ref}": {ref}: not found')
 
-    # --- status at an instant ------------------------------------------------------------------
-    def status_at(self, t: float, base_status: dict) -> dict:
-        status: dict = {"phase": "Pending"}
-        if "qosClass" in base_status:
-            status["qosClass"] = base_status["qosClass"]
-        not_ready = "containers with unready status: [" + " ".join(self.names) + "]"
-        if t < self.scheduled and t < self.kill:
-            status["conditions"] = [_cond("PodScheduled", "False", self.t0, "Unschedulable", UNSCHEDULABLE_MESSAGE)]
-            return status
-        if t >= self.kill and self.scheduled > self.kill:
-            status["phase"] = "Failed"
-            status["conditions"] = [_cond("PodScheduled", "False", self.t0, "Unschedulable", UNSCHEDULABLE_MESSAGE)]
-            return self._disrupted(status, t)
-        sched = self.scheduled
-        status.update({"hostIP": HOST_IP, "hostIPs": [{"ip": HOST_IP}], "podIP": pod_ip(self.uid),
-                       "podIPs": [{"ip": pod_ip(self.uid)}], "startTime": rfc3339(sched)})
-        runs = self.runs_until(t)
-        last = runs[-1] if runs else None
-        finished = last is not None and last.end is not None and t >= last.end and (
-            last.exit_code == 0 or not self.on_failure or last.killed)
-        if finished or t >= self.kill:
-            succeeded = last is not None and last.exit_code == 0 and not last.killed
-            status["phase"] = "Succeeded" if succeeded else "Failed"
-            since = last.end if last is not None else self.kill
-            reason = "PodCompleted" if succeeded else "PodFailed"
-            status["conditions"] = [
-                _cond("PodReadyToStartContainers", "False", since),
-                _cond("Initialized", "True", sched, "PodCompleted" if succeeded else None),
-                _cond("Ready", "False", since, reason),
-                _cond("ContainersReady", "False", since, reason),
-                _cond("PodScheduled", "True", sched),
-            ]
-        elif last is not None and (last.end is None or t < last.end):
-            status["phase"] = "Running"
-            status["conditions"] = [
-                _cond("PodReadyToStartContainers", "True", sched),
-                _cond("Initialized", "True", sched),
-                _cond("Ready", "True", last.start),
-                _cond("ContainersReady", "True", last.start),
-                _cond("PodScheduled", "True", sched),
-            ]
-        else:
-            # Not started yet, or OnFailure waiting to restart: both are "not ready".
-            status["phase"] = "Running" if last is not None else "Pending"
-            since = last.end if last is not None else sched
-            # Volumes are mounted before the sandbox is made: a mount error keeps it from starting.
-            sandbox = "False" if self.s.outcome == "mount-error" and t < self.unblock else "True"
-            status["conditions"] = [
-                _cond("PodReadyToStartContainers", sandbox, sched),
-                _cond("Initialized", "True", sched),
-                _cond("Ready", "False", since, "ContainersNotReady", not_ready),
-                _cond("ContainersReady", "False", since, "ContainersNotReady", not_ready),
-                _cond("PodScheduled", "True", sched),
-            ]
-        status["containerStatuses"] = [self._container_status(c, t, runs) for c in self.containers]
-        return self._disrupted(status, t)
-
-    def _disrupted(self, status: dict, t: float) -> dict:
-        """``DisruptionTarget`` once disrupted; ``Evicted`` when the kubelet evicted the pod."""
-        cond = self.plan.disruption
-        if cond is not None:
-            status.setdefault("conditions", []).insert(0, dict(cond))
-        if self.plan.evicted is not None and t >= self.kill:
-            status["phase"] = "Failed"
-            status["reason"] = "Evicted"
-            status["message"] = self.plan.evicted
-        return status
-
-    def _terminated(self, c: dict, run: Run) -> dict:
-        state = {"exitCode": run.exit_code, "reason": run.reason,
-                 "startedAt": rfc3339(run.start), "finishedAt": rfc3339(run.end or run.start),
-                 "containerID": self._container_id(c, run)}
-        message = run.message if not run.killed else ""
-        if not message and run.exit_code != 0 and c.get("terminationMessagePolicy") == "FallbackToLogsOnError":
-            message = "".join(self.log_lines(run, run.end or run.start, c.get("name", ""))[-80:])[-2048:]
-        if message:
-            state["message"] = message
-        return {"terminated": state}
-
-    def _container_id(self, c: dict, run: Run) -> str:
-        return "containerd://" + _hex(self.uid, c.get("name"), run.index)
-
-    def _container_status(self, c: dict, t: float, runs: list[Run]) -> dict:
-        image = c.get("image", "")
-        cs: dict = {"name": c.get("name", ""), "image": normalize_image(image) if image else "",
-                    "imageID": "", "ready": False, "restartCount": 0, "started": False,
-                    "state": {}, "lastState": {}}
-        if not runs:
-            if t >= self.kill:
-                cs["state"] = {"terminated": {"exitCode": 137, "reason": "ContainerStatusUnknown",
-                                              "message": "The container could not be located when the pod was "
-                                                         "terminated", "startedAt": None,
-                                              "finishedAt": rfc3339(self.kill)}}
-            elif self.pulling and t < self.unblock:
-                cs["state"] = {"waiting": self._pull_waiting(t, image)}
-            elif self.s.outcome == "config-error" and t < self.unblock and t >= self.scheduled + 1.0:
-                cs["state"] = {"waiting": {"reason": "CreateContainerConfigError", "message": self.config_error()}}
-            else:
-                cs["state"] = {"waiting": {"reason": "ContainerCreating"}}
-            return cs
-        last = runs[-1]
-        failed_before = [r for r in runs if r.end is not None and r.exit_code != 0 and r.end <= t and not r.killed]
-        cs["imageID"] = image_id(image) if image else ""
-        cs["restartCount"] = len(failed_before) if self.on_failure else 0
-        if len(runs) > 1:
-            cs["lastState"] = self._terminated(c, runs[-2])
-        if last.end is None or t < last.end:
-            cs.update(ready=True, started=True, containerID=self._container_id(c, last))
-            cs["state"] = {"running": {"startedAt": rfc3339(last.start)}}
-        elif self.on_failure and last.exit_code != 0 and not last.killed and t < self.kill:
-            backoff = min(10.0 * 2 ** min(len(runs) - 1, 16), RESTART_BACKOFF_CAP)
-            cs["lastState"] = self._terminated(c, last)
-            cs["state"] = {"waiting": {
-                "reason": "CrashLoopBackOff",
-                "message": f"back-off {int(backoff)}s restarting failed container={c.get('name')} "
-                           f"pod={self.pod_name}_{self.namespace}({self.uid})"}}
-            cs["containerID"] = self._container_id(c, last)
-        else:
-            cs["containerID"] = self._container_id(c, last)
-            cs["state"] = self._terminated(c, last)
-        if cs["state"].get("terminated", {}).get("startedAt") is None and "terminated" in cs["state"]:
-            cs["state"]["terminated"].pop("startedAt", None)
-        return cs
-
-    def _pull_waiting(self, t: float, image: str) -> dict:
-        last = None
-        for a in self.pull_attempts():
-            if a > t:
-                break
-            last = a
-        if last is None:
-            return {"reason": "ContainerCreating"}
-        if t < last + 1.0:
-            return {"reason": "ErrImagePull", "message": self.pull_error(image)}
-        return {"reason": "ImagePullBackOff", "message": f'Back-off pulling image "{image}"'}
-
     def next_change(self, now: float) -> float:
         for t, _ in self.points():
             if t > now:
                 return t
         return INF
-
-    # --- logs ----------------------------------------------------------------------------------
-    def log_lines(self, run: Run, now: float, container: str) -> list[str]:
-        """What the container wrote by ``now``: ``logs`` lines spread over its run, and for a
-        failing exit a last line with the error."""
-        n = self.s.logs
-        ended = run.end is not None and now >= run.end
-        duration = (run.end - run.start) if run.end is not None else self.s.after
-        if ended or duration <= 0:
-            visible = n
-        else:
-            visible = min(n, 1 + int((now - run.start) * n / duration)) if n else 0
-        lines = [f"{container}: step {i} of {n} ({self.pod_name})\n" for i in range(1, visible + 1)]
-        if ended and run.exit_code != 0 and not run.killed:
-            lines.append(f"{container}: error: {run.message or f'exiting with code {run.exit_code}'}\n")
-        return lines
-
-    def log_times(self, run: Run, count: int, now: float) -> list[float]:
-        end = run.end if run.end is not None and run.end <= now else now
-        if count <= 1:
-            return [run.start] * count
-        return [run.start + (end - run.start) * i / (count - 1) for i in range(count)]
-
-
-def _cond(type_: str, status: str, since: float, reason: str | None = None, message: str | None = None) -> dict:
-    cond: dict = {"type": type_, "status": status, "lastProbeTime": None, "lastTransitionTime": rfc3339(since)}
-    if reason:
-        cond["reason"] = reason
-    if message:
-        cond["message"] = message
-    return cond
-
-
-def render_logs(timeline: Timeline, container: str, now: float, *, previous: bool = False,
-                tail: int | None = None, timestamps: bool = False) -> str | None:
-    """The text ``GET .../log`` answers, or None when the container has not started."""
-    runs = timeline.runs_until(now)
-    if previous:
-        runs = runs[:-1]
-    if not runs:
-        return None
-    run = runs[-1]
-    lines = timeline.log_lines(run, now, container)
-    if timestamps:
-        times = timeline.log_times(run, len(lines), now)
-        lines = [f"{rfc3339_nano(t)} {line}" for t, line in zip(times, lines, strict=True)]
-    if tail is not None:
-        lines = lines[-tail:] if tail > 0 else []
-    return "".join(lines)
-
-
-@dataclass
-class Observation:
-    status: dict
-    events: list[tuple[float, EventSpec]] = field(default_factory=list)
-    next_change: float = INF
-
-
-def observe(plan: PodPlan, pod: dict, now: float) -> Observation:
-    """Where the pod is at ``now``, the events since the last look, and when it next changes."""
-    timeline = Timeline(plan, pod)
-    events: list[tuple[float, EventSpec]] = []
-    nxt = INF
-    for t, specs in timeline.points():
-        if t > now:
-            nxt = t
-            break
-        if t > plan.watermark:
-            events.extend((t, spec) for spec in specs)
-    plan.watermark = now
-    plan.due = nxt
-    return Observation(timeline.status_at(now, pod.get("status") or {}), events, nxt)

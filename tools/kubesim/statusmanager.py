@@ -1,6 +1,6 @@
 """The simulated node's kubelet as the API server sees it: pod status written back, events, deletion.
 
-``kubelet.Timeline`` knows what a pod looks like at any instant; this is what the kubelet's
+``podstatus.observe`` knows what a pod looks like at any instant; this is what the kubelet's
 status manager (pkg/kubelet/status/status_manager.go, ``syncPod``) does with that: it writes the
 status into the pod object when it changed (the scheduler's ``spec.nodeName`` binding with it),
 records the kubelet's and the scheduler's events since its last look, and once a deleted pod's
@@ -12,9 +12,10 @@ Deliberately not here: when a pod changes (``kubelet``), and counting pods into 
 
 from __future__ import annotations
 
-from . import deleting, kubelet
+from . import deleting
 from .events import NODE
 from .jobrules import TERMINAL
+from .podstatus import observe
 from .world import World
 
 
@@ -47,7 +48,7 @@ class StatusManager:
             if meta.get("deletionTimestamp"):
                 deleting.finish(w, "pods", pod, now)
             return
-        seen = kubelet.observe(plan, pod, now)
+        seen = observe(plan, pod, now)
         changed = False
         if "hostIP" in seen.status and not pod["spec"].get("nodeName"):
             pod["spec"]["nodeName"] = NODE  # the scheduler's binding

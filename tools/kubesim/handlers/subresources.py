@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .. import kubelet, statuses
+from .. import containerlogs, kubelet, statuses
 from ..apirequest import Request, Response, query_int
 from ..kinds import PODS
 
@@ -55,9 +55,9 @@ class Subresources:
             return Response(200, b"", "text/plain")
         timeline = kubelet.Timeline(plan, pod)
         now = self.sim.clock.now()
-        text = kubelet.render_logs(timeline, container, now, previous=req.query.get("previous") == "true",
-                                   tail=query_int(req.query, "tailLines"),
-                                   timestamps=req.query.get("timestamps") == "true")
+        text = containerlogs.render_logs(timeline, container, now, previous=req.query.get("previous") == "true",
+                                         tail=query_int(req.query, "tailLines"),
+                                         timestamps=req.query.get("timestamps") == "true")
         if text is None:
             waiting = next((cs.get("state", {}).get("waiting", {}) for cs in
                             (pod.get("status") or {}).get("containerStatuses") or []
