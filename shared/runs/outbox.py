@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 OUTBOX_PREFIX = "outbox|"
+# One row per namespace: which publisher may publish its outbox, and until when.
+PUBLISH_LEASE_KEY = "lease|outbox"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -24,6 +26,14 @@ def outbox_row(namespace: str, run_id: str, event: dict, at: datetime, sequence:
         "event": json.dumps(event, separators=(",", ":"), ensure_ascii=False, default=str),
         "claimed_until": None,
     }
+
+
+@dataclass(frozen=True)
+class PublishLease:
+    """A namespace's publish lease as its holder last wrote it: ``etag`` guards the next renewal."""
+
+    etag: str
+    until: datetime
 
 
 @dataclass(frozen=True)

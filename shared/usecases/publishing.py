@@ -43,26 +43,44 @@ def publish_pending(c: Collaborators, namespace: str) -> int:
     """Publish recorded events, oldest first per run, a page of up to 1,000 at a time and up to
     ``MAX_OUTBOX_PAGES`` pages; what fails stays for the next sweep.
 
-    Entries are claimed (ETag-guarded, with a lease) before publishing, so two sweeps running
-    at once never both publish one event; a publisher that died leaves a claim that expires.
+    One publisher at a time: it publishes only while it holds the namespace's publish lease
+    (``outbox_lease_seconds``, renewed before each page, ETag-guarded), so two sweeps running at
+    once never both publish one event, and a publisher that died leaves a lease that ends before
+    the next sweep. An empty outbox costs one query and no write.
     """
     if c.publisher is None:
         return 0
+    if not c.store.outbox.waiting(namespace, limit=1):
+        telemetry.outbox_backlog(namespace, 0)
+        return 0
+    lease_for = timedelta(seconds=c.settings.outbox_lease_seconds)
+    now = c.clock()
+    lease = c.store.outbox.take_lease(namespace, now, now + lease_for)
+    if lease is None:
+        log.info("outbox of %s: another publisher holds its lease; left to it", namespace)
+        return 0
     published = 0
-    for _ in range(MAX_OUTBOX_PAGES):
-        now = c.clock()
-        waiting = c.store.outbox.waiting(namespace, limit=OUTBOX_PAGE)
-        entries = [e for e in waiting if e.claimed_until is None or e.claimed_until <= now]
-        if entries:
-            # The lease is shorter than a sweep period: an event a dead sweep claimed goes out next time.
-            entries = c.store.outbox.claim(namespace, entries,
-                                           now + timedelta(seconds=c.settings.outbox_lease_seconds))
-        delivered = _publish(c, namespace, entries) if entries else 0
-        published += delivered
-        full_page_out = len(waiting) >= OUTBOX_PAGE and entries and delivered == len(entries)
-        if not full_page_out:
-            telemetry.outbox_backlog(namespace, len(waiting) - delivered)
-            break
+    try:
+        for page in range(MAX_OUTBOX_PAGES):
+            if page:
+                now = c.clock()
+                lease = c.store.outbox.renew_lease(namespace, lease, now + lease_for)
+                if lease is None:
+                    log.warning("outbox of %s: publish lease lost after %d event(s); the holder goes on",
+                                namespace, published)
+                    break
+            # Read under the lease: what another publisher deleted before it is not sent again.
+            waiting = c.store.outbox.waiting(namespace, limit=OUTBOX_PAGE)
+            # An entry claimed on its own (the per-event claims of earlier versions) waits for its claim.
+            entries = [e for e in waiting if e.claimed_until is None or e.claimed_until <= now]
+            delivered = _publish(c, namespace, entries) if entries else 0
+            published += delivered
+            if not (len(waiting) >= OUTBOX_PAGE and entries and delivered == len(entries)):
+                telemetry.outbox_backlog(namespace, len(waiting) - delivered)
+                break
+    finally:
+        if lease is not None:
+            c.store.outbox.release_lease(namespace, lease)
     return published
 
 
@@ -76,6 +94,4 @@ def _publish(c: Collaborators, namespace: str, entries: list) -> int:
                     delivered, len(entries), err.message)
     if delivered:
         c.store.outbox.delete(namespace, [e.row_key for e in entries[:delivered]])
-    if delivered < len(entries):
-        c.store.outbox.claim(namespace, entries[delivered:], None)  # release for the next sweep
     return delivered
