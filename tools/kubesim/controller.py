@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 
-from .clock import parse_time
+from .clock import Clock, parse_time
 from .garbagecollector import GarbageCollector
 from .jobcontroller import JobController
 from .jobrules import (
@@ -84,6 +84,27 @@ class Controller:
         if now - self._events_swept >= 60.0:
             self._events_swept = now
             self.w.recorder.expire(now, parse_time)
+
+    def run_until(self, clock: Clock, target: float) -> None:
+        """Run every controller from ``clock``'s time up to ``target``, and leave the clock there."""
+        # Step from one change to the next so every transition happens at its own instant,
+        # however far the clock jumps.
+        now = clock.now()
+        if not clock.real_time:
+            now = min(now, target)
+        self.step(now)
+        for _ in range(1_000_000):
+            due = self.next_due(now)
+            if due > target:
+                break
+            now = max(due, now) if due > now else now + 1e-3
+            if now > target:
+                break
+            clock.set(now)
+            self.step(now)
+        clock.set(target)
+        if now < target:
+            self.step(target)
 
     def kick(self, job: dict, now: float) -> None:
         """React to a write to one Job right away (the real controllers take milliseconds)."""

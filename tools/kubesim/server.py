@@ -76,7 +76,7 @@ class _Handler(BaseHTTPRequestHandler):
         query = {k: v[-1] for k, v in parse_qs(raw_query, keep_blank_values=True).items()}
         route, params = apiserver.match(path)
         method = self.command
-        entry = sim._record_request(method, route.template if route else path, path, query)
+        entry = sim.audit.record(method, route.template if route else path, path, query)
 
         if sim.latency:
             sim._sleep(sim.latency)
@@ -100,7 +100,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return
 
         if not (route is not None and route.endpoint in apiserver.ANONYMOUS and not self.headers.get("Authorization")):
-            if not sim._authorized(self.headers.get("Authorization")):
+            if not sim.tokens.authorized(self.headers.get("Authorization")):
                 err = statuses.unauthorized()
                 self._send(apiserver.json_response(err.code, err.body), entry)
                 return
