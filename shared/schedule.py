@@ -5,8 +5,8 @@ The sweep runs on ``SWEEP_SCHEDULE`` (six fields, seconds first: ``{second} {min
 numbers derive from the shortest gap between two sweeps (``period_seconds``) rather than being
 set apart and drifting from it:
 
-- ``outbox_lease_seconds``: two thirds of it - an event claimed by a sweep that died is free again
-  before the next sweep, and a live sweep has most of a period to publish what it claimed;
+- ``outbox_lease_seconds``: two thirds of it - a namespace's publish lease held by a sweep that
+  died has ended before the next sweep, and a live sweep renews it before each page it publishes;
 - ``retry_after_seconds``: a third of it, at most five minutes - the ``Retry-After`` of a 202 (and
   of a 502/503): polling faster than the sweep only reads the same state again.
 

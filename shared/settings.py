@@ -170,7 +170,7 @@ class Settings:
 
     @property
     def outbox_lease_seconds(self) -> int:
-        """How long a sweep's claim on an outbox event lasts (from the sweep period)."""
+        """How long a sweep's publish lease on a namespace's outbox lasts before it must renew it (from the sweep period)."""
         return schedule_policy.outbox_lease_seconds(self.sweep_period_seconds)
 
     @property

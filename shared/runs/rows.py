@@ -26,6 +26,7 @@ Table design (one table, ``settings.runs_table_name``; every row of a run in one
   hashed because callers may send characters row keys forbid (``/ \\ # ?``). Keys are scoped to
   a namespace, like everything else in a partition.
 - ``outbox|...``: events waiting to be published (``shared.runs.outbox``).
+- ``lease|outbox``: the namespace's publish lease: until when one publisher may publish its outbox.
 
 Limits: Table Storage refuses an entity over 1 MiB or a string property over 64 KiB (32 K UTF-16
 code units). Before writing, the history is cut to its newest entries and the diagnostics'

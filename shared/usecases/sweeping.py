@@ -16,8 +16,8 @@ Fan-out: with a sweep queue configured (``shared.sweepqueue``), the timer does c
 namespace per message (``sweep_namespace``: its runs, then its recorded events), so Azure
 Functions spreads namespaces over as many instances as it scales the queue consumers to. A
 duplicate or redelivered message is harmless: the second sweep of a namespace decodes again and
-writes nothing (markers' ETags), and events are claimed before they are published. Without a
-queue, ``sweep`` does every namespace in process.
+writes nothing (markers' ETags), and only the sweep holding the namespace's publish lease
+publishes its events. Without a queue, ``sweep`` does every namespace in process.
 """
 
 from __future__ import annotations
