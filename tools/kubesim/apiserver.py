@@ -25,7 +25,6 @@ that happens after the request (``controller``). Namespaces spring into existenc
 used: the simulator does not answer 404 for a missing namespace.
 """
 
-
 from __future__ import annotations
 
 import json

@@ -50,7 +50,6 @@ for ``backoffLimitPerIndex``), and ``FailIndex`` / per-index counting use the si
 notes rather than the ``job-index-failure-count`` annotation hand-over between pods.
 """
 
-
 from __future__ import annotations
 
 import math

@@ -246,10 +246,10 @@ class OwnerIndex:
 
 
 class ContinueTokens:
-    """``continue`` tokens as kube-apiserver encodes them (k8s.io/apiserver/pkg/storage
-    /continue.go: the list's resourceVersion and the key to resume after, base64 JSON), and when
-    one is too old: before the last compaction, or handed out more than ``ttl`` seconds of
-    simulated time ago."""
+    """``continue`` tokens as kube-apiserver encodes them (k8s.io/apiserver/pkg/storage/continue.go:
+    the list's resourceVersion and the key to resume after, base64 JSON), and when one is too
+    old: before the last compaction, or handed out more than ``ttl`` seconds of simulated time
+    ago."""
 
     def __init__(self, ttl: float):
         self.ttl = ttl

@@ -19,11 +19,10 @@ from ..apirequest import Request, Response, dry_run, json_response
 from ..clock import parse_time
 from ..kinds import JOBS, NAMESPACES, PODS, Resource
 from ..kubelet import PodPlan
-from ..world import JobState
+from ..world import JobState, World
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..apiserver import ApiServer, Route
-    from ..world import World  # noqa: F401
 
 
 class CreateHandler:

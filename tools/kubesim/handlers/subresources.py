@@ -1,11 +1,12 @@
 """The subresources: a Job's or Pod's ``/status``, and a pod's ``/log``.
 
 ``/status`` is the status REST store (``StatusREST`` in pkg/registry/batch/job/storage and
-pkg/registry/core/pod/storage): PUT and PATCH change ``status`` and ignore everything else, through
-the same ``replace`` as the main endpoint. ``/log`` is the pod log REST (pkg/registry/core/pod/rest
-/log.go): ``text/plain`` from the pod's timeline, with ``container`` (required when the pod has
-several), ``previous``, ``tailLines``, ``limitBytes`` and ``timestamps``, and the kubelet's 400
-answers for a container that is waiting or has no previous run.
+pkg/registry/core/pod/storage): PUT and PATCH change ``status`` and ignore everything else,
+through the same ``replace`` as the main endpoint. ``/log`` is the pod log REST
+(pkg/registry/core/pod/rest/log.go): ``text/plain`` from the pod's timeline, with ``container``
+(required when the pod has several), ``previous``, ``tailLines``, ``limitBytes`` and
+``timestamps``, and the kubelet's 400 answers for a container that is waiting or has no previous
+run.
 """
 
 from __future__ import annotations
