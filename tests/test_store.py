@@ -616,3 +616,36 @@ def test_held_at_create_is_kept_on_the_run_and_its_marker_and_rows_without_it_lo
     assert run_store.get_run("default", "older").held_at_create is False
     markers = {a.run_id: a.held_at_create for a in run_store.list_active("default")}
     assert markers == {"held": True, "older": False}
+
+
+# -- the outbox's publish lease ------------------------------------------------------------------
+
+
+def test_a_namespace_publish_lease_has_one_holder_until_it_ends_or_is_released(run_store):
+    outbox, now = run_store.outbox, datetime(2026, 1, 1, tzinfo=UTC)
+    first = outbox.take_lease("default", now, now + timedelta(seconds=20))
+    assert first is not None and outbox.lease_until("default") == now + timedelta(seconds=20)
+    assert outbox.take_lease("default", now + timedelta(seconds=19), now + timedelta(seconds=39)) is None
+
+    renewed = outbox.renew_lease("default", first, now + timedelta(seconds=40))
+    assert renewed is not None and renewed.etag != first.etag
+    assert outbox.renew_lease("default", first, now + timedelta(seconds=60)) is None  # a stale ETag
+
+    later = now + timedelta(seconds=41)  # ended: the next publisher takes it over
+    second = outbox.take_lease("default", later, later + timedelta(seconds=20))
+    assert second is not None
+    outbox.release_lease("default", renewed)  # the old holder's release changes nothing
+    assert outbox.lease_until("default") == later + timedelta(seconds=20)
+    outbox.release_lease("default", second)
+    assert outbox.take_lease("default", later, later + timedelta(seconds=20)) is not None
+
+
+def test_two_publishers_creating_a_new_namespace_lease_at_once_get_one_lease(run_store, monkeypatch):
+    outbox, now = run_store.outbox, datetime(2026, 1, 1, tzinfo=UTC)
+    assert outbox.take_lease("default", now, now + timedelta(seconds=20)) is not None
+    table = run_store._table
+    real_get = table.get
+    monkeypatch.setattr(table, "get", lambda pk, rk: None)  # read before the other one created it
+    assert outbox.take_lease("default", now, now + timedelta(seconds=20)) is None  # its create: 409
+    monkeypatch.setattr(table, "get", real_get)
+    assert outbox.lease_until("default") == now + timedelta(seconds=20)
