@@ -97,6 +97,7 @@ def test_embedded_stack_sweeps_through_its_queue_with_no_settings(monkeypatch):
             status, _, body = _http("POST", f"{url}/api/jobs/etl/runs?code={FUNCTION_KEY}", {"DAY": "tue"})
             assert status == 202, body
             run_id = json.loads(body)["runId"]
+            assert host.drain_queue("sweep_shard") == 0  # no queue before the timer's first message: empty
             deadline = time.monotonic() + 30
             doc = {}
             while time.monotonic() < deadline:

@@ -171,12 +171,18 @@ class DevHost:
         consumer); returns how many its function took. Several threads may drain at once: each
         is one more consumer."""
         import azure.functions as func
+        from azure.core.exceptions import ResourceNotFoundError
 
         queue_expr, connection, fn = self.queues[name]
         client = _queue_client(os.environ[connection], resolve_setting(queue_expr))
         taken = 0
         while max_messages is None or taken < max_messages:
-            messages = list(client.receive_messages(max_messages=1, visibility_timeout=visibility_timeout))
+            try:
+                messages = list(client.receive_messages(max_messages=1, visibility_timeout=visibility_timeout))
+            except ResourceNotFoundError:
+                # No queue yet (its first message creates it): the Functions host's queue listener
+                # (WebJobs' QueueListener.ExecuteAsync) backs off on QueueNotFound and logs no error.
+                return taken
             if not messages:
                 return taken
             message = messages[0]
@@ -405,6 +411,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=int(os.environ.get("DEVHOST_PORT", "7071")))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The host's own queue polls would log every request's headers (the app quiets these too).
+    logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
     sys.path.insert(0, str(ROOT))
     load_local_settings()
     stack = LocalStack()
