@@ -175,3 +175,21 @@ def test_a_publisher_that_loses_its_lease_between_pages_stops_and_nothing_goes_o
     ids = [e["id"] for e in app_eventgrid.events]
     assert len(ids) == len(set(ids)) == 2
     assert outbox.lease_until("default") == stolen[0].until  # the loser did not release the winner's lease
+
+
+def test_a_lease_release_the_table_does_not_answer_leaves_the_lease_to_end_and_the_publish_stands(app, app_eventgrid,
+                                                                                                 monkeypatch, caplog):
+    from shared.errors import ServiceUnavailable
+
+    outbox = app.service.store.outbox
+    app.sim.put("jobs", "default", source_job("etl", {}, scenario="run-forever"))
+    app.submit_run("etl")
+
+    def unanswered(namespace, lease):
+        raise ServiceUnavailable("run table unreachable")
+
+    monkeypatch.setattr(outbox, "release_lease", unanswered)
+    assert sweeping.publish_pending(app.service, "default") == 2
+    assert len(app_eventgrid.events) == 2 and outbox.waiting("default") == []
+    assert "releasing the publish lease failed" in caplog.text
+    assert outbox.lease_until("default") > app.sim.now()  # still held: it ends on its own

@@ -11,7 +11,9 @@ import logging
 from datetime import timedelta
 
 from shared import telemetry
+from shared.errors import ServiceUnavailable
 from shared.publisher import PublishFailed
+from shared.runs.errors import RunTableRefused
 from shared.runs.events import transition_event
 from shared.runs.model import Run
 from shared.runs.outbox import outbox_row
@@ -80,8 +82,16 @@ def publish_pending(c: Collaborators, namespace: str) -> int:
                 break
     finally:
         if lease is not None:
-            c.store.outbox.release_lease(namespace, lease)
+            _release(c, namespace, lease)
     return published
+
+
+def _release(c: Collaborators, namespace: str, lease) -> None:
+    """Release the publish lease; a release that fails only leaves it to end on its own."""
+    try:
+        c.store.outbox.release_lease(namespace, lease)
+    except (ServiceUnavailable, RunTableRefused) as err:
+        log.warning("outbox of %s: releasing the publish lease failed (%s); it ends by itself", namespace, err)
 
 
 def _publish(c: Collaborators, namespace: str, entries: list) -> int:
