@@ -118,7 +118,7 @@ param entraAudience string = ''
 @description('Comma-separated client (application) ids allowed to call: Polysync\'s service principal (authMode entra).')
 param entraAllowedClientIds string = ''
 
-@description('Keys signing the status, run and cancel URLs the app hands out (comma-separated, 32+ characters each; the first signs). Empty: generatedRunUrlSigningKey. Set it to keep URLs handed out before a deployment working after it.')
+@description('Keys signing the status, run and cancel URLs the app hands out (comma-separated, 32+ characters each; the first signs). Empty: generatedRunUrlSigningKey. Pass the same key on every deployment to keep URLs handed out before a deployment working after it (azd does: its preprovision hook keeps one per environment).')
 @secure()
 param runUrlSigningKey string = ''
 

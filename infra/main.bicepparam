@@ -71,6 +71,7 @@ param entraAppClientId = readEnvironmentVariable('ENTRA_APP_CLIENT_ID', '')
 param entraAudience = readEnvironmentVariable('ENTRA_AUDIENCE', '')
 param entraAllowedClientIds = readEnvironmentVariable('ENTRA_ALLOWED_CLIENT_IDS', '')
 
-// Signs the status URLs handed out. Unset: a new key per deployment, and URLs handed out before a
-// deployment stop working after it; set it once (azd env set RUN_URL_SIGNING_KEY "$(openssl rand -hex 32)").
+// Signs the status URLs handed out. azd keeps one per environment (the preprovision hook stores it
+// with azd env set the first time); the plain path must export the same key on every deployment.
+// Unset: a new key per deployment, and URLs handed out before a deployment stop working after it.
 param runUrlSigningKey = readEnvironmentVariable('RUN_URL_SIGNING_KEY', '')

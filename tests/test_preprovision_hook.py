@@ -180,3 +180,11 @@ def test_azd_runs_the_hook_before_each_provision_on_posix_and_windows():
     assert hooks["posix"]["shell"] == "sh" and hooks["windows"]["shell"] == "pwsh"
     for platform in ("posix", "windows"):
         assert hooks[platform]["run"].split()[1:] == ["infra/hooks/keep_run_url_signing_key.py"]
+
+
+def test_deploy_guide_says_azd_keeps_the_key_and_the_plain_path_must_pass_the_same_one():
+    guide = (REPO / "docs" / "deploy.md").read_text()
+    step_1 = guide.split("### 1. Say where things go", 1)[1].split("### 2.", 1)[0]
+    assert f"export {NAME}=" in step_1 and "same" in step_1
+    azd_section = guide.split("### Or: `azd up`", 1)[1].split("\n## ", 1)[0]
+    assert "`preprovision`" in azd_section and "infra/hooks/keep_run_url_signing_key.py" in azd_section
