@@ -19,21 +19,14 @@ from ..apirequest import Request, Response, dry_run, json_response
 from ..clock import parse_time
 from ..kinds import JOBS, NAMESPACES, PODS, Resource
 from ..kubelet import PodPlan
-from ..world import JobState, World
+from ..world import JobState
+from . import Handler
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..apiserver import ApiServer, Route
+    from ..apiserver import Route
 
 
-class CreateHandler:
-    def __init__(self, api: ApiServer):
-        self.api = api
-        self.sim = api.sim
-
-    @property
-    def world(self) -> World:
-        return self.sim.world
-
+class CreateHandler(Handler):
     def create(self, req: Request, route: Route, params: dict[str, str]) -> Response:
         res = self.api.resource(route)
         obj = self.api.object_body(req, res)

@@ -17,25 +17,17 @@ from .. import deleting, statuses
 from ..apirequest import SEP, Request, Response, dry_run, json_response
 from ..kinds import JOBS, PODS, Resource
 from ..statuses import ApiError
+from . import Handler
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..apiserver import ApiServer, Route
-    from ..world import World
+    from ..apiserver import Route
 
 JOB_DELETE_WARNING = ('299 - "child pods are preserved by default when jobs are deleted; set '
                       'propagationPolicy=Background to remove them or set propagationPolicy=Orphan to suppress '
                       'this warning"')
 
 
-class DeleteHandler:
-    def __init__(self, api: ApiServer):
-        self.api = api
-        self.sim = api.sim
-
-    @property
-    def world(self) -> World:
-        return self.sim.world
-
+class DeleteHandler(Handler):
     def _options(self, req: Request, res: Resource) -> dict:
         options = self.api.body(req, res) if req.body.strip() else None
         options = dict(options) if isinstance(options, dict) else {}

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 from .. import statuses
 from ..apirequest import SEP, Request, Response, json_response, query_int
 from ..kinds import RESOURCES
+from . import Handler
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..apiserver import ApiServer, Route
-    from ..world import World
+    from ..apiserver import Route
 
 VERSION = {
     "major": "1", "minor": "31", "gitVersion": "v1.31.2", "gitCommit": "5864a4677267e6adeae276ad85882a8714d69d9d",
@@ -34,18 +34,10 @@ def version_info(version: str) -> dict:
     return info
 
 
-class ReadHandlers:
-    def __init__(self, api: ApiServer):
-        self.api = api
-        self.sim = api.sim
-
-    @property
-    def world(self) -> World:
-        return self.sim.world
-
+class ReadHandlers(Handler):
     def get(self, req: Request, route: Route, params: dict[str, str]) -> Response:
-        res = self.api.resource(route)
-        return json_response(200, self.api.encode(res, self.api.live(res, params.get("namespace", ""), params["name"])))
+        res, obj = self.target(route, params)
+        return json_response(200, self.api.encode(res, obj))
 
     def list(self, req: Request, route: Route, params: dict[str, str]) -> Response:
         res = self.api.resource(route)

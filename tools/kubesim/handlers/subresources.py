@@ -16,24 +16,15 @@ from typing import TYPE_CHECKING
 from .. import containerlogs, kubelet, statuses
 from ..apirequest import Request, Response, query_int
 from ..kinds import PODS
+from . import Handler
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..apiserver import ApiServer, Route
-    from ..world import World
+    from ..apiserver import Route
 
 
-class Subresources:
-    def __init__(self, api: ApiServer):
-        self.api = api
-        self.sim = api.sim
-
-    @property
-    def world(self) -> World:
-        return self.sim.world
-
+class Subresources(Handler):
     def update_status(self, req: Request, route: Route, params: dict[str, str]) -> Response:
-        res = self.api.resource(route)
-        current = self.api.live(res, params.get("namespace", ""), params["name"])
+        res, current = self.target(route, params)
         return self.api.updates.replace(req, res, current, self.api.object_body(req, res), status_only=True)
 
     def patch_status(self, req: Request, route: Route, params: dict[str, str]) -> Response:

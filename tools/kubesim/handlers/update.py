@@ -17,29 +17,19 @@ from typing import TYPE_CHECKING
 from .. import admission, deleting, patching, statuses, validation
 from ..apirequest import Request, Response, dry_run, json_response
 from ..kinds import JOBS, PODS, Resource
+from . import Handler
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..apiserver import ApiServer, Route
-    from ..world import World
+    from ..apiserver import Route
 
 
-class UpdateHandler:
-    def __init__(self, api: ApiServer):
-        self.api = api
-        self.sim = api.sim
-
-    @property
-    def world(self) -> World:
-        return self.sim.world
-
+class UpdateHandler(Handler):
     def update(self, req: Request, route: Route, params: dict[str, str]) -> Response:
-        res = self.api.resource(route)
-        current = self.api.live(res, params.get("namespace", ""), params["name"])
+        res, current = self.target(route, params)
         return self.replace(req, res, current, self.api.object_body(req, res), status_only=False)
 
     def patch(self, req: Request, route: Route, params: dict[str, str], status_only: bool = False) -> Response:
-        res = self.api.resource(route)
-        current = self.api.live(res, params.get("namespace", ""), params["name"])
+        res, current = self.target(route, params)
         patch = self.api.body(req, res)
         patched = patching.apply(req.header("Content-Type"), current, patch)
         if not isinstance(patched, dict):
